@@ -1,0 +1,395 @@
+"""Runs a scenario under a scheduler: the vCPU tasks, the host, and the decision points.
+
+Fast mode lets Unicorn run the guest natively and calls Python only at hooked sites (see
+`emu.decode`); stepping mode executes one instruction per engine call and reports each
+to an observer, for traces. Both make the same decisions at the same visible operations,
+so they produce the same run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UcError
+
+from emu import decode
+from emu.decode import FENCE, LOAD, RDPID, SYSCALL, TSC, TSCP, Site
+from emu.image import Image
+from emu.machine import EXIT_ADDR, Machine
+from emu.run import DECLINED, FALLBACK, FAULT, HANG, VALUE, HostEvent, Op, Read, Run
+from emu.scenario import Scenario
+from emu.search.base import Scheduler
+from host_model.base import HostModel, HostStep, HostView
+from host_model.clock import Clock
+from host_model.pvti import PVTI_SLOT, U64_MAX
+from host_model.registry import make_host
+
+#: Consecutive events one agent may run before the default choice moves on (fairness, so
+#: a reader spinning on an odd version lets the host finish).
+SPIN = 32
+#: Visible operations one read may make once the host is quiescent before it is a hang.
+READ_OPS = 4096
+#: Instructions one engine call may run without reaching a visible operation.
+INSNS = 1_000_000
+
+
+@dataclass
+class Task:
+    index: int
+    vcpu: int
+    reads_left: int
+    read: Read | None = None
+    ctx: object | None = None
+    saved: object | None = None
+    #: Chosen by the last decision: its next visible operation runs without another.
+    poised: bool = False
+    #: Register values owed by an `rdtsc`/`rdtscp` that ran natively: (tsc, aux or None).
+    fix: tuple[int, int | None] | None = None
+    done: bool = False
+    reads: int = 0
+
+
+@dataclass
+class State:
+    """Everything one run mutates; a fresh one per run."""
+
+    scheduler: Scheduler
+    clock: Clock
+    host: HostModel
+    view: HostView
+    tasks: list[Task]
+    run: Run
+    host_iter: object = None
+    host_next: HostStep | None = None
+    parked: frozenset[int] = frozenset()
+    parked_since: dict[int, int] = field(default_factory=dict)
+    t: int = 0
+    point: int = 0
+    current: int = -1
+    run_len: int = 0
+    pending: int | None = None
+    running: Task | None = None
+    stop: str = ""
+
+
+Observer = Callable[[str, object], None]
+
+
+class Executor:
+    """One machine for a scenario, reused across runs (the JIT cache stays warm)."""
+
+    def __init__(self, scenario: Scenario, image: Image | None = None) -> None:
+        from emu.image import load
+
+        self.scenario = scenario
+        self.image = image if image is not None else load(scenario.image)
+        make_host(scenario.host, scenario.host_params)  # validate parameters early
+        self.machine = Machine(self.image, scenario.vcpus)
+        self.uc = self.machine.uc
+        lay = self.machine.layout
+        self.shared = lay.shared
+        self.page_at = sorted((addr, name) for name, addr in lay.pages.items())
+        self.labels = tuple(f"t{i}" for i in range(scenario.vcpus)) + ("host",)
+        self.HOST = scenario.vcpus
+        base = lay.base
+        rel_shared = (self.shared[0] - base, self.shared[1] - base)
+        self.sites: dict[int, Site] = {}
+        fixups: set[int] = set()
+        for s in decode.scan(self.image, rel_shared):
+            self.sites[base + s.addr] = s
+            if s.kind in (TSC, TSCP):
+                fixups.add(base + s.addr + s.size)
+        for addr in sorted(set(self.sites) | fixups):
+            data = (self.sites.get(addr), addr in fixups)
+            self.uc.hook_add(UC_HOOK_CODE, self._hook, data, addr, addr)
+        self.observer: Observer | None = None
+        self.st: State | None = None
+
+    # --- one run ------------------------------------------------------------------------
+
+    def run(self, scheduler: Scheduler, *, observer: Observer | None = None) -> Run:
+        """Run every task's reads to the end under `scheduler`; `observer` turns on stepping."""
+        sc = self.scenario
+        host = make_host(sc.host, sc.host_params)
+        clock = Clock(sc.vcpus, offsets=host.tsc_offsets(sc.vcpus))
+        view = HostView(clock, 0, sc.vcpus)
+        run = Run([], [], {}, clock, [], 0, 0)
+        tasks = [Task(i, i, sc.reads) for i in range(sc.vcpus)]
+        st = self.st = State(scheduler, clock, host, view, tasks, run)
+        self.observer = observer
+        self.machine.reset()
+        self._apply(host.setup(view), -1)
+        st.host_iter = host.steps(view)
+        st.host_next = next(st.host_iter, None)
+        while not st.run.stopped:
+            agent = st.pending if st.pending is not None else self._next_agent()
+            st.pending = None
+            if agent is None:
+                if all(t.done for t in tasks):
+                    break
+                raise RuntimeError(f"host {sc.host!r} left every vCPU parked with reads pending")
+            if agent == self.HOST:
+                self._host_step()
+            else:
+                tasks[agent].poised = True
+                self._resume(tasks[agent])
+        run.points = st.point
+        run.steps = st.t
+        for v, since in st.parked_since.items():
+            run.parked.append((since, st.t, frozenset({v})))
+        self.st = None
+        self.observer = None
+        return run
+
+    # --- decisions -----------------------------------------------------------------------
+
+    def _enabled(self, a: int) -> bool:
+        st = self.st
+        if a == self.HOST:
+            return st.host_next is not None
+        t = st.tasks[a]
+        return not t.done and t.vcpu not in st.parked
+
+    def _next_agent(self) -> int | None:
+        st = self.st
+        n = self.HOST + 1
+        cur = st.current
+        enabled = [a for a in range(n) if self._enabled(a)]
+        if not enabled:
+            return None
+        if cur in enabled and st.run_len < SPIN:
+            default = cur
+        else:
+            default = min(enabled, key=lambda a: (a - cur - 1) % n)
+        if len(enabled) == 1:
+            choice = default
+        else:
+            options = [default] + [a for a in enabled if a != default]
+            labels = tuple(self.labels[a] for a in options)
+            k = st.scheduler.choose(st.point, labels)
+            if not 0 <= k < len(options):
+                raise ValueError(f"scheduler chose option {k} of {len(options)}")
+            choice = options[k]
+            if k:
+                st.run.choices.append((st.point, labels[k]))
+            st.point += 1
+        st.run_len = st.run_len + 1 if choice == cur else 1
+        st.current = choice
+        return choice
+
+    def _turn(self, task: Task) -> bool:
+        """May `task` execute its visible operation now? Runs host steps chosen before it."""
+        st = self.st
+        if task.poised:
+            task.poised = False
+            return True
+        while True:
+            agent = self._next_agent()
+            if agent == self.HOST:
+                self._host_step()
+                continue
+            if agent == task.index:
+                return True
+            st.pending = agent
+            return False
+
+    # --- host --------------------------------------------------------------------------
+
+    def _apply(self, step: HostStep, t: int) -> None:
+        st = self.st
+        pages = self.machine.layout.pages
+        for w in step.writes:
+            self.machine.write(pages[w.page] + w.offset, w.data)
+        for p in step.publish:
+            st.run.history.setdefault(p.key, []).append((t, p.snapshot))
+        for c in step.tsc:
+            st.clock.retune(c.vcpu, max(t, 0), hz=c.hz, jump=c.jump)
+        if step.park or step.unpark:
+            for v in step.park:
+                st.parked_since.setdefault(v, t)
+            for v in step.unpark:
+                if v in st.parked_since:
+                    st.run.parked.append((st.parked_since.pop(v), t, frozenset({v})))
+            st.parked = (st.parked | step.park) - step.unpark
+
+    def _host_step(self) -> None:
+        st = self.st
+        step = st.host_next
+        t = st.t
+        st.t += 1
+        self._apply(step, t)
+        st.run.host.append(HostEvent(t, step))
+        if self.observer:
+            self.observer("host", HostEvent(t, step))
+        st.view.t = st.t
+        st.host_next = next(st.host_iter, None)
+
+    # --- guest -------------------------------------------------------------------------
+
+    def _key(self, ea: int) -> str:
+        for addr, name in reversed(self.page_at):
+            if ea >= addr:
+                off = ea - addr
+                return f"pvti{off // PVTI_SLOT}" if name == "pvclock" else name
+        return "?"
+
+    def _ea(self, site: Site) -> int:
+        m = site.mem
+        if m.fixed is not None:
+            return self.machine.layout.base + m.fixed
+        uc = self.uc
+        ea = m.disp
+        if m.base is not None:
+            ea += uc.reg_read(m.base)
+        if m.index is not None:
+            ea += uc.reg_read(m.index) * m.scale
+        return ea & ((1 << self.machine.bits) - 1)
+
+    def _hook(self, uc, addr: int, size: int, data: tuple[Site | None, bool]) -> None:
+        site, fixup = data
+        st = self.st
+        task = st.running
+        if fixup and task.fix is not None:
+            self.machine.set_tsc(*task.fix)
+            task.fix = None
+        if site is None:
+            return
+        kind = site.kind
+        ea = 0
+        if kind == LOAD:
+            ea = self._ea(site)
+            if not self.shared[0] <= ea < self.shared[1]:
+                return
+        elif kind == FENCE:
+            return
+        if not self._turn(task):
+            st.stop = "switch"
+            uc.emu_stop()
+            return
+        t = st.t
+        st.t += 1
+        read = task.read
+        if read.start < 0:
+            read.start = t
+        read.end = t
+        if kind == LOAD:
+            read.keys.add(self._key(ea))
+            read.ops.append(Op(t, task.index, task.vcpu, kind, addr, ea))
+        elif kind in (TSC, TSCP):
+            tsc = st.clock.tsc(task.vcpu, t)
+            task.fix = (tsc, task.vcpu if kind == TSCP else None)
+            read.ops.append(Op(t, task.index, task.vcpu, kind, addr, tsc))
+        elif kind == RDPID:
+            uc.reg_write(site.reg, task.vcpu)
+            uc.reg_write(self.machine.pc, addr + site.size)
+            read.ops.append(Op(t, task.index, task.vcpu, kind, addr, task.vcpu))
+        elif kind == SYSCALL:
+            read.ops.append(Op(t, task.index, task.vcpu, kind, addr, 0))
+            self._end_read(task, FALLBACK, st.clock.ns(t))
+            st.stop = "read"
+            uc.emu_stop()
+            return
+        if len(read.ops) > READ_OPS and st.host_next is None:
+            self._end_read(task, HANG, None, f"no result after {READ_OPS} visible operations")
+            st.run.stopped = HANG
+            st.stop = "read"
+            uc.emu_stop()
+
+    def _end_read(self, task: Task, outcome: str, value: int | None, detail: str = "") -> None:
+        read = task.read
+        read.outcome = outcome
+        read.value = value
+        read.detail = detail
+        if read.start < 0:
+            read.start = read.end = self.st.t
+        self.st.run.reads.append(read)
+        if self.observer:
+            self.observer("read", read)
+        task.read = None
+        task.ctx = None
+        task.fix = None
+        task.reads += 1
+        task.reads_left -= 1
+        if task.reads_left == 0:
+            task.done = True
+
+    def _resume(self, task: Task) -> None:
+        st = self.st
+        uc = self.uc
+        m = self.machine
+        st.running = task
+        st.stop = ""
+        if task.ctx is None:
+            task.read = Read(task.index, task.reads, task.vcpu)
+            uc.context_restore(m.entry_context(task.index))
+        else:
+            uc.context_restore(task.ctx)
+        pc = uc.reg_read(m.pc)
+        try:
+            if self.observer is None:
+                uc.emu_start(pc, EXIT_ADDR, count=INSNS)
+            else:
+                self._step_until_stop(task, pc)
+        except UcError as e:
+            pc = uc.reg_read(m.pc)
+            self._end_read(task, FAULT, None, f"{e} at {self.image.symbolize(pc - m.layout.base)}")
+            st.run.stopped = FAULT
+            return
+        if st.stop == "read":
+            return
+        pc = uc.reg_read(m.pc)
+        if st.stop == "switch":
+            if task.saved is None:
+                task.saved = uc.context_save()
+            else:
+                uc.context_update(task.saved)
+            task.ctx = task.saved
+            return
+        if pc == EXIT_ADDR:
+            value = m.result()
+            self._end_read(task, DECLINED if value == U64_MAX else VALUE, value)
+            return
+        self._end_read(task, HANG, None, f"{INSNS} instructions without a visible operation")
+        st.run.stopped = HANG
+
+    # --- stepping mode -----------------------------------------------------------------
+
+    def _step_until_stop(self, task: Task, pc: int) -> None:
+        """Execute one instruction per engine call, reporting each to the observer."""
+        uc = self.uc
+        m = self.machine
+        st = self.st
+        reads: list[tuple[int, int, bytes]] = []
+
+        def on_read(uc, access, addr, size, value, _):
+            reads.append((addr, size, bytes(uc.mem_read(addr, size))))
+
+        h = uc.hook_add(UC_HOOK_MEM_READ, on_read, None, self.shared[0], self.shared[1] - 1)
+        # Code translated before the hook existed would not call it.
+        uc.ctl_flush_tb()
+        try:
+            for _ in range(INSNS):
+                if pc == EXIT_ADDR:
+                    return
+                before = m.regs()
+                t = st.t
+                reads.clear()
+                uc.emu_start(pc, EXIT_ADDR, count=1)
+                if st.stop and uc.reg_read(m.pc) == pc:
+                    return  # stopped before the instruction: nothing executed
+                if task.fix is not None:
+                    m.set_tsc(*task.fix)
+                    task.fix = None
+                after = m.regs()
+                ops = task.read.ops if task.read else []
+                op = ops[-1] if ops and ops[-1].pc == pc and ops[-1].t >= t else None
+                self.observer(
+                    "insn", (task.index, task.vcpu, st.t, pc, before, after, list(reads), op)
+                )
+                pc = uc.reg_read(m.pc)
+                if st.stop:
+                    return
+        finally:
+            uc.hook_del(h)
+            uc.ctl_flush_tb()

@@ -1,0 +1,149 @@
+"""The machine: one Unicorn address space holding the image, the shared clock pages, and a
+stack per task; the vCPUs are the tasks' saved CPU contexts.
+
+Readers never write the clock pages, so all vCPUs can share one address space: switching
+vCPUs is a context save/restore, and a host write is a plain memory write. The pages are
+mapped read-only, so a guest store into them faults (a finding, not a crash).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, UC_PROT_ALL, UC_PROT_READ, Uc
+from unicorn import x86_const as ux
+
+from emu.image import PAGE, Image
+
+IMAGE_BASE = 0x4000_0000
+STACK_BASE = 0x6000_0000
+STACK_SIZE = 0x10000
+#: Reads return here; the executor stops the engine when the PC reaches it.
+EXIT_ADDR = 0x7000_0000
+#: The part of each stack cleared before every run, so no run sees another's leftovers.
+STACK_CLEAR = 0x1000
+
+REGS64 = (
+    "rax",
+    "rbx",
+    "rcx",
+    "rdx",
+    "rsi",
+    "rdi",
+    "rbp",
+    "rsp",
+    "r8",
+    "r9",
+    "r10",
+    "r11",
+    "r12",
+    "r13",
+    "r14",
+    "r15",
+)
+REGS32 = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp")
+
+
+def _reg(name: str) -> int:
+    return getattr(ux, "UC_X86_REG_" + name.upper())
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things are in the guest address space."""
+
+    base: int
+    pages: dict[str, int]
+    shared: tuple[int, int]
+
+    def page(self, name: str) -> int:
+        return self.pages[name]
+
+
+class Machine:
+    """Unicorn plumbing for one image: memory, stacks, register access, entry contexts."""
+
+    def __init__(self, image: Image, tasks: int) -> None:
+        self.image = image
+        self.bits = image.bits
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_64 if self.bits == 64 else UC_MODE_32)
+        self.tasks = tasks
+        base = IMAGE_BASE
+        pages = {name: base + off for name, off in image.pages.items()}
+        lo = min(pages.values())
+        hi = max(pages.values()) + PAGE
+        self.layout = Layout(base, pages, (lo, hi))
+        self.uc.mem_map(lo, hi - lo, UC_PROT_READ)
+        self._zero_pages = bytes(hi - lo)
+        span_lo, span_hi = image.span
+        start = base + (span_lo & ~(PAGE - 1))
+        size = ((base + span_hi + PAGE - 1) & ~(PAGE - 1)) - start
+        if start < hi:
+            raise ValueError(f"{image.name}: image overlaps its clock pages")
+        self.uc.mem_map(start, size, UC_PROT_ALL)
+        for seg in image.segments:
+            self.uc.mem_write(base + seg.vaddr, seg.data)
+        self.uc.mem_map(STACK_BASE, STACK_SIZE * tasks, UC_PROT_ALL)
+        self.uc.mem_map(EXIT_ADDR, PAGE, UC_PROT_ALL)
+        self.uc.mem_write(EXIT_ADDR, b"\xf4" * 16)  # hlt: never executed, the engine stops first
+        self.entry = base + image.entry
+        self.pc = ux.UC_X86_REG_RIP if self.bits == 64 else ux.UC_X86_REG_EIP
+        self.sp = ux.UC_X86_REG_RSP if self.bits == 64 else ux.UC_X86_REG_ESP
+        self.reg_names = REGS64 if self.bits == 64 else REGS32
+        self.reg_ids = tuple(_reg(n) for n in self.reg_names)
+        self._entry_ctx = [self._make_entry(i) for i in range(tasks)]
+
+    def _make_entry(self, task: int) -> object:
+        """The CPU context at the call of the entry function, for `task`'s stack."""
+        uc = self.uc
+        for r in self.reg_ids:
+            uc.reg_write(r, 0)
+        top = STACK_BASE + STACK_SIZE * (task + 1) - 64
+        word = self.bits // 8
+        sp = top - word
+        uc.mem_write(sp, EXIT_ADDR.to_bytes(word, "little"))
+        uc.reg_write(self.sp, sp)
+        uc.reg_write(self.pc, self.entry)
+        uc.reg_write(ux.UC_X86_REG_EFLAGS, 0x202)
+        return uc.context_save()
+
+    def entry_context(self, task: int) -> object:
+        return self._entry_ctx[task]
+
+    def reset(self) -> None:
+        """Clear the clock pages and the hot end of every stack."""
+        lo, _ = self.layout.shared
+        self.uc.mem_write(lo, self._zero_pages)
+        for task in range(self.tasks):
+            top = STACK_BASE + STACK_SIZE * (task + 1)
+            self.uc.mem_write(top - STACK_CLEAR, bytes(STACK_CLEAR))
+            word = self.bits // 8
+            self.uc.mem_write(top - 64 - word, EXIT_ADDR.to_bytes(word, "little"))
+
+    def write(self, addr: int, data: bytes) -> None:
+        self.uc.mem_write(addr, data)
+
+    def result(self) -> int:
+        """The entry function's 64-bit return value (rax, or edx:eax on i386)."""
+        uc = self.uc
+        if self.bits == 64:
+            return uc.reg_read(ux.UC_X86_REG_RAX)
+        lo = uc.reg_read(ux.UC_X86_REG_EAX) & 0xFFFFFFFF
+        hi = uc.reg_read(ux.UC_X86_REG_EDX) & 0xFFFFFFFF
+        return hi << 32 | lo
+
+    def regs(self) -> dict[str, int]:
+        uc = self.uc
+        return {n: uc.reg_read(r) for n, r in zip(self.reg_names, self.reg_ids, strict=True)}
+
+    def set_tsc(self, value: int, aux: int | None) -> None:
+        """Registers after `rdtsc` (edx:eax), or `rdtscp` when `aux` is given (ecx = TSC_AUX)."""
+        uc = self.uc
+        uc.reg_write(
+            ux.UC_X86_REG_RAX if self.bits == 64 else ux.UC_X86_REG_EAX, value & 0xFFFFFFFF
+        )
+        uc.reg_write(
+            ux.UC_X86_REG_RDX if self.bits == 64 else ux.UC_X86_REG_EDX, value >> 32 & 0xFFFFFFFF
+        )
+        if aux is not None:
+            uc.reg_write(ux.UC_X86_REG_RCX if self.bits == 64 else ux.UC_X86_REG_ECX, aux)

@@ -1,0 +1,103 @@
+"""What one run produced: the reads, the host's steps, the published clock records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from host_model.base import HostStep
+from host_model.clock import Clock
+
+#: How a read ended.
+VALUE, DECLINED, FALLBACK, FAULT, HANG = "value", "declined", "fallback", "fault", "hang"
+
+
+@dataclass(frozen=True)
+class Op:
+    """One executed visible operation: logical time, who, what, where."""
+
+    t: int
+    task: int
+    vcpu: int
+    kind: str
+    pc: int
+    #: Effective address of a load; the TSC/cpu value of a TSC op.
+    arg: int = 0
+
+
+@dataclass
+class Read:
+    """One call of the reader by one task."""
+
+    task: int
+    index: int
+    vcpu: int
+    start: int = -1
+    end: int = -1
+    outcome: str = ""
+    value: int | None = None
+    ops: list[Op] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"t{self.task}.r{self.index}"
+
+    def returned(self) -> bool:
+        """True when the caller got a timestamp (a value or the syscall's)."""
+        return self.outcome in (VALUE, FALLBACK)
+
+    def vcpu_at(self, t: int) -> int:
+        v = self.vcpu
+        for op in self.ops:
+            if op.t > t:
+                break
+            v = op.vcpu
+        return v
+
+
+@dataclass(frozen=True)
+class HostEvent:
+    t: int
+    step: HostStep
+
+
+@dataclass
+class Run:
+    reads: list[Read]
+    host: list[HostEvent]
+    #: Clock key -> [(time published, snapshot)], oldest first; boot records at t = -1.
+    history: dict[str, list[tuple[int, Any]]]
+    clock: Clock
+    #: Non-default scheduler choices: (decision index, option label).
+    choices: list[tuple[int, str]]
+    points: int
+    steps: int
+    #: Set when the run stopped early (a fault or a hang); the read says why.
+    stopped: str = ""
+    #: Parked intervals: (from t, to t, vCPUs), the end is exclusive.
+    parked: list[tuple[int, int, frozenset[int]]] = field(default_factory=list)
+
+    def current(self, key: str, t: int) -> Any:
+        """The record of `key` that was published last before time `t`."""
+        cur = None
+        for tp, snap in self.history.get(key, ()):
+            if tp >= t:
+                break
+            cur = snap
+        return cur
+
+    def outcome(self) -> tuple[Any, ...]:
+        """Everything that decides a verdict, as plain values (for equivalence checks)."""
+        return (
+            tuple(
+                (r.label, r.vcpu, r.start, r.end, r.outcome, r.value, tuple(r.ops))
+                for r in self.reads
+            ),
+            tuple((e.t, e.step.label) for e in self.host),
+            tuple(self.choices),
+            self.points,
+            self.steps,
+            self.stopped,
+        )

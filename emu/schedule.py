@@ -1,0 +1,93 @@
+"""The replayable record: scenario, image hash, seed and the scheduler's non-default choices.
+
+A finding is a schedule plus the violation it produced. Both are small JSON files; replaying
+one on the same image reproduces the run bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emu.errors import ScheduleError
+from emu.scenario import Scenario
+
+FORMAT = "vdsofuzz-schedule/1"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    scenario: Scenario
+    image_sha256: str
+    choices: tuple[tuple[int, str], ...] = ()
+    seed: int = 0
+    strategy: str = "replay"
+
+    def compact(self) -> str:
+        """`12:host 30:t1` — the choices as one line, as Shuttle prints a schedule."""
+        return " ".join(f"{p}:{label}" for p, label in self.choices) or "(no preemption)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "scenario": self.scenario.to_json(),
+            "image_sha256": self.image_sha256,
+            "seed": self.seed,
+            "strategy": self.strategy,
+            "choices": [[p, label] for p, label in self.choices],
+        }
+
+    @classmethod
+    def from_json(cls, d: Any) -> Schedule:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ScheduleError(f"not a vdsofuzz schedule (expected format {FORMAT!r})")
+        try:
+            choices = tuple((int(p), str(label)) for p, label in d["choices"])
+            return cls(
+                scenario=Scenario.from_json(d["scenario"]),
+                image_sha256=str(d["image_sha256"]),
+                choices=choices,
+                seed=int(d.get("seed", 0)),
+                strategy=str(d.get("strategy", "replay")),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, ScheduleError):
+                raise
+            raise ScheduleError(f"malformed schedule: {type(e).__name__} {e}") from None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A violating schedule, the oracle it breaks and the message that explains it."""
+
+    schedule: Schedule
+    oracle: str
+    message: str
+    reads: tuple[str, ...] = ()
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.schedule.to_json()
+        d["violation"] = {"oracle": self.oracle, "message": self.message, "reads": list(self.reads)}
+        d["stats"] = self.stats
+        return d
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
+        return path
+
+
+def load_file(path: Path) -> tuple[Schedule, dict[str, Any] | None]:
+    """A schedule or finding file -> (schedule, the recorded violation or None)."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise ScheduleError(f"{path}: cannot read ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ScheduleError(f"{path}: not JSON ({e})") from None
+    sched = Schedule.from_json(d)
+    v = d.get("violation")
+    return sched, v if isinstance(v, dict) else None

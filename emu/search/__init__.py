@@ -1,0 +1,1 @@
+"""Schedulers: strategies that choose the interleaving, all behind one `Scheduler` interface."""

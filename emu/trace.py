@@ -1,0 +1,131 @@
+"""Instruction-level traces: replay a schedule in stepping mode and print every step.
+
+Each guest instruction shows the task and vCPU, the address as symbol+offset, capstone's
+disassembly, the registers it wrote and the shared bytes it read (named by field); host
+steps and read results appear where they happened, the violating reads marked.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from emu.decode import _cs
+from emu.executor import Executor
+from emu.oracles import Violation, judge
+from emu.run import HostEvent, Op, Read, Run
+from emu.schedule import Schedule
+from emu.search.replay import Replay
+from host_model.pages import describe
+
+
+@dataclass
+class Step:
+    """One line of a trace: a guest instruction, a host step, or a read's result."""
+
+    kind: str
+    t: int
+    who: str
+    where: str = ""
+    text: str = ""
+    regs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    mem: list[tuple[str, int]] = field(default_factory=list)
+    visible: bool = False
+    mark: str = ""
+
+
+@dataclass
+class Trace:
+    header: list[str]
+    steps: list[Step]
+    run: Run
+    violations: list[Violation]
+
+    def text(self) -> str:
+        out = list(self.header)
+        out.append(f"{'t':>5}  {'who':<9} {'address':<24} {'instruction':<40} effects")
+        for s in self.steps:
+            out.append(_line(s))
+        if self.violations:
+            out.append("")
+            for v in self.violations:
+                out.append(f"VIOLATION {v.oracle}: {v.message}")
+        else:
+            out.append("")
+            out.append("no violation")
+        return "\n".join(out) + "\n"
+
+    def jsonl(self) -> str:
+        return "".join(json.dumps(asdict(s), sort_keys=True) + "\n" for s in self.steps)
+
+
+def _line(s: Step) -> str:
+    if s.kind == "host":
+        return f"{s.t:>5}  {'host':<9} {'':<24} {s.text}"
+    if s.kind == "read":
+        return f"{s.t:>5}  {s.who:<9} {'':<24} {s.text}{'   <-- ' + s.mark if s.mark else ''}"
+    eff = [f"{r}={new:#x}" for r, (_, new) in s.regs.items()]
+    eff += [f"read {name}={value:#x}" for name, value in s.mem]
+    vis = "*" if s.visible else " "
+    return f"{s.t:>5}{vis} {s.who:<9} {s.where:<24} {s.text:<40} {' '.join(eff)}".rstrip()
+
+
+def trace(schedule: Schedule, executor: Executor) -> Trace:
+    """Replay `schedule` in stepping mode and collect its trace."""
+    image = executor.image
+    base = executor.machine.layout.base
+    cs = _cs(image.bits)
+    pages = sorted((a, n) for n, a in executor.machine.layout.pages.items())
+    steps: list[Step] = []
+
+    def field_name(addr: int) -> str:
+        for start, name in reversed(pages):
+            if addr >= start:
+                return describe(name, addr - start)
+        return f"{addr:#x}"
+
+    def observe(kind: str, data: Any) -> None:
+        if kind == "host":
+            ev: HostEvent = data
+            steps.append(Step("host", ev.t, "host", text=ev.step.label))
+        elif kind == "read":
+            r: Read = data
+            shown = r.value if r.value is None else f"{r.value} ({r.value:#x})"
+            t = steps[-1].t if steps else r.end
+            steps.append(Step("read", t, f"t{r.task}", text=f"{r.label} {r.outcome} {shown}"))
+        else:
+            task, vcpu, t, pc, before, after, reads, op = data
+            code = bytes(executor.uc.mem_read(pc, 16))
+            insn = next(cs.disasm(code, pc - base), None)
+            text = f"{insn.mnemonic} {insn.op_str}".strip() if insn else "(bad)"
+            regs = {r: (before[r], after[r]) for r in after if after[r] != before[r]}
+            mem = [(field_name(a), int.from_bytes(b, "little")) for a, _, b in reads]
+            op_t = op.t if isinstance(op, Op) else t
+            steps.append(
+                Step(
+                    "insn",
+                    op_t,
+                    f"t{task}/v{vcpu}",
+                    image.symbolize(pc - base),
+                    text,
+                    regs,
+                    mem,
+                    visible=op is not None,
+                )
+            )
+
+    run = executor.run(Replay(schedule.choices), observer=observe)
+    violations = judge(run, executor.scenario)
+    bad = {label for v in violations[:1] for label in v.reads}
+    for s in steps:
+        if s.kind == "read" and s.text.split(" ", 1)[0] in bad:
+            s.mark = violations[0].oracle
+    sc = executor.scenario
+    header = [
+        f"image {image.name} ({image.arch}, sha256 {image.sha256[:16]}), "
+        f"host {sc.host} {json.dumps(sc.host_params, sort_keys=True)}, "
+        f"{sc.vcpus} vCPUs x {sc.reads} reads",
+        f"schedule: {schedule.compact()}   (* = visible operation; t = logical time)",
+    ]
+    return Trace(header, steps, run, violations)

@@ -1,0 +1,121 @@
+"""The HostModel protocol: a host is a generator of steps that rewrite the clock pages.
+
+Each `HostStep` is one indivisible host action that the scheduler can place between guest
+instructions: one store into a shared page, parking or resuming vCPUs, retuning a TSC.
+The model computes each step's values when the step is taken, from the logical time it is
+given, so a host update reads the clock at the moment the schedule runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from host_model.clock import Clock
+
+
+class ClockSnapshot(Protocol):
+    """A fully published clock record; the consistent oracle evaluates reads against it."""
+
+    @property
+    def stable(self) -> bool: ...
+
+    def ns_at(self, tsc: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class PageWrite:
+    """Store `data` at byte `offset` of shared page `page`; `label` names the field."""
+
+    page: str
+    offset: int
+    data: bytes
+    label: str
+    old: int
+    new: int
+
+
+@dataclass(frozen=True)
+class Publish:
+    """From this step on, `snapshot` is the current record of clock `key` (e.g. "pvti0")."""
+
+    key: str
+    snapshot: Any
+
+
+@dataclass(frozen=True)
+class TscChange:
+    vcpu: int
+    hz: int | None = None
+    jump: int = 0
+
+
+@dataclass(frozen=True)
+class HostStep:
+    """One host action; every part is optional."""
+
+    label: str
+    writes: tuple[PageWrite, ...] = ()
+    publish: tuple[Publish, ...] = ()
+    park: frozenset[int] = frozenset()
+    unpark: frozenset[int] = frozenset()
+    tsc: tuple[TscChange, ...] = ()
+
+
+@dataclass
+class HostView:
+    """What a host model may look at when it computes its next step."""
+
+    clock: Clock
+    t: int = 0
+    vcpus: int = 1
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    help: str
+    kind: type = int
+
+
+class HostModel:
+    """Base for host models: subclasses set `name`, `params`, and implement two methods.
+
+    `setup` returns the step that initialises the pages before the guest runs (it is not
+    scheduled); `steps` yields the host's actions in order, each taken at a time the
+    scheduler chooses.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    #: The shared pages this host writes.
+    pages: ClassVar[tuple[str, ...]] = ("pvclock",)
+
+    def __init__(self, **values: Any) -> None:
+        known = {p.name: p for p in self.params}
+        for key in values:
+            if key not in known:
+                names = ", ".join(sorted(known)) or "none"
+                raise ValueError(f"host {self.name!r} has no parameter {key!r} (it takes: {names})")
+        self.values: dict[str, Any] = {
+            p.name: p.kind(values[p.name]) if p.name in values else p.default for p in self.params
+        }
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    def tsc_offsets(self, vcpus: int) -> tuple[int, ...]:
+        """Per-vCPU TSC offsets at boot (cycles); synchronised by default."""
+        return (0,) * vcpus
+
+    def setup(self, view: HostView) -> HostStep:
+        raise NotImplementedError
+
+    def steps(self, view: HostView) -> Iterator[HostStep]:
+        raise NotImplementedError

@@ -1,0 +1,141 @@
+"""The pvclock ABI: `struct pvclock_vcpu_time_info` layout, packing and the time formula.
+
+Everything here is a pure function of its arguments, so it can be checked against
+hand-computed values.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, replace
+
+PVTI_SIZE = 32
+#: Linux's `pvclock_vsyscall_time_info` pads each vCPU's pvti to a 64-byte slot.
+PVTI_SLOT = 64
+U64_MAX = (1 << 64) - 1
+MASK64 = U64_MAX
+
+PVCLOCK_TSC_STABLE_BIT = 1 << 0
+PVCLOCK_GUEST_STOPPED = 1 << 1
+
+_FORMAT = "<IIQQIbB2x"
+assert struct.calcsize(_FORMAT) == PVTI_SIZE
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    offset: int
+    size: int
+    signed: bool = False
+
+
+#: Field layout, in memory order; the offsets are the ABI.
+FIELDS: tuple[Field, ...] = (
+    Field("version", 0, 4),
+    Field("pad0", 4, 4),
+    Field("tsc_timestamp", 8, 8),
+    Field("system_time", 16, 8),
+    Field("tsc_to_system_mul", 24, 4),
+    Field("tsc_shift", 28, 1, signed=True),
+    Field("flags", 29, 1),
+    Field("pad", 30, 2),
+)
+FIELD_BY_NAME = {f.name: f for f in FIELDS}
+#: The fields a correct writer updates between the two version bumps, in store order.
+BODY_FIELDS = ("tsc_timestamp", "system_time", "tsc_to_system_mul", "tsc_shift", "flags")
+
+
+def field_at(offset: int) -> Field:
+    """The field that covers byte `offset` (0..31) of a pvti."""
+    for f in FIELDS:
+        if f.offset <= offset < f.offset + f.size:
+            return f
+    raise ValueError(f"offset {offset} is outside a {PVTI_SIZE}-byte pvti")
+
+
+@dataclass(frozen=True)
+class Pvti:
+    """One `pvclock_vcpu_time_info` as the guest sees it."""
+
+    version: int = 0
+    tsc_timestamp: int = 0
+    system_time: int = 0
+    tsc_to_system_mul: int = 0
+    tsc_shift: int = 0
+    flags: int = 0
+
+    @property
+    def stable(self) -> bool:
+        return bool(self.flags & PVCLOCK_TSC_STABLE_BIT)
+
+    def pack(self) -> bytes:
+        return struct.pack(
+            _FORMAT,
+            self.version & 0xFFFFFFFF,
+            0,
+            self.tsc_timestamp & MASK64,
+            self.system_time & MASK64,
+            self.tsc_to_system_mul & 0xFFFFFFFF,
+            self.tsc_shift,
+            self.flags & 0xFF,
+        )
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Pvti:
+        version, _pad0, ts, st, mul, shift, flags = struct.unpack(_FORMAT, bytes(data[:PVTI_SIZE]))
+        return cls(version, ts, st, mul, shift, flags)
+
+    def field_bytes(self, name: str) -> bytes:
+        f = FIELD_BY_NAME[name]
+        return self.pack()[f.offset : f.offset + f.size]
+
+    def with_(self, **changes: int) -> Pvti:
+        return replace(self, **changes)
+
+    def ns_at(self, tsc: int) -> int:
+        return pvclock_ns(self, tsc)
+
+
+def scale_delta(delta: int, mul: int, shift: int) -> int:
+    """`pvclock_scale_delta`: shift the 64-bit delta, then take the high part of delta*mul.
+
+    The product is the full 128-bit one (x86-64 `mul` + `shrd $32`); bits shifted out of a
+    64-bit left shift are lost, exactly as in the guest.
+    """
+    delta &= MASK64
+    if shift < 0:
+        delta >>= -shift
+    else:
+        delta = (delta << shift) & MASK64
+    return ((delta * (mul & 0xFFFFFFFF)) >> 32) & MASK64
+
+
+def pvclock_ns(p: Pvti, tsc: int) -> int:
+    """The guest's nanoseconds for TSC value `tsc` under pvti `p` (mod 2^64, like the guest)."""
+    delta = (tsc - p.tsc_timestamp) & MASK64
+    return (p.system_time + scale_delta(delta, p.tsc_to_system_mul, p.tsc_shift)) & MASK64
+
+
+def time_scale(tsc_hz: int, ns_hz: int = 1_000_000_000) -> tuple[int, int]:
+    """(shift, mul) so that `scale_delta(cycles, mul, shift)` turns `tsc_hz` cycles into ns.
+
+    The construction KVM uses: halve the source rate until it is at most twice the target
+    and fits 32 bits, then rebalance until the target is strictly below the source, so the
+    32-bit fraction target/source is in [0.5, 1).
+    """
+    if tsc_hz <= 0 or ns_hz <= 0:
+        raise ValueError("frequencies must be positive")
+    shift = 0
+    base = tsc_hz
+    target = ns_hz
+    while base > target * 2 or base >> 32:
+        base >>= 1
+        shift -= 1
+    while base <= target or target >> 32:
+        if target >> 32 or base & 0x80000000:
+            target >>= 1
+        else:
+            base <<= 1
+        shift += 1
+    return shift, (target << 32) // base

@@ -1,0 +1,101 @@
+"""Store sequences a host uses to publish a new pvti into a vCPU's slot of the pvclock page.
+
+`seqlock_update` is the correct protocol (KVM since 2016, Xen): version made odd, body
+stored field by field, version made even. `legacy_copy` is KVM's behaviour before that
+fix: the version is bumped by two in the host's copy, then the whole struct is copied in
+memory order, so the version the guest sees is never odd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from host_model.base import HostStep, PageWrite, Publish
+from host_model.clock import NS_PER_S, Clock
+from host_model.pvti import (
+    BODY_FIELDS,
+    FIELD_BY_NAME,
+    FIELDS,
+    PVCLOCK_TSC_STABLE_BIT,
+    PVTI_SLOT,
+    Pvti,
+    time_scale,
+)
+
+
+def slot_key(vcpu: int) -> str:
+    return f"pvti{vcpu}"
+
+
+def store(vcpu: int, name: str, old: Pvti, new: Pvti) -> PageWrite:
+    """One store of field `name` of vCPU `vcpu`'s pvti, from `old`'s value to `new`'s."""
+    f = FIELD_BY_NAME[name]
+    return PageWrite(
+        page="pvclock",
+        offset=vcpu * PVTI_SLOT + f.offset,
+        data=new.field_bytes(name),
+        label=f"vcpu{vcpu}.{name}",
+        old=getattr(old, name),
+        new=getattr(new, name),
+    )
+
+
+def snapshot(clock: Clock, vcpu: int, t: int, version: int, stable: bool = True) -> Pvti:
+    """The pvti a host computes for `vcpu` at step `t`: (TSC now, true time now, scale)."""
+    shift, mul = time_scale(clock.hz(vcpu, t), NS_PER_S)
+    return Pvti(
+        version=version,
+        tsc_timestamp=clock.tsc(vcpu, t),
+        system_time=clock.ns(t),
+        tsc_to_system_mul=mul,
+        tsc_shift=shift,
+        flags=PVCLOCK_TSC_STABLE_BIT if stable else 0,
+    )
+
+
+def initial_writes(pvtis: list[Pvti]) -> HostStep:
+    """The zero-time step that puts every vCPU's first pvti in place before the guest runs."""
+    writes = []
+    for v, p in enumerate(pvtis):
+        blank = Pvti()
+        writes += [store(v, f.name, blank, p) for f in FIELDS if f.name not in ("pad0", "pad")]
+    return HostStep(
+        "boot: pages initialised",
+        writes=tuple(writes),
+        publish=tuple(Publish(slot_key(v), p) for v, p in enumerate(pvtis)),
+    )
+
+
+def _step(w: PageWrite, publish: tuple[Publish, ...] = ()) -> HostStep:
+    return HostStep(f"{w.label} {w.old:#x} -> {w.new:#x}", writes=(w,), publish=publish)
+
+
+def seqlock_update(vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
+    """version = (version + 1) | 1; body; version += 1 — each store a separate step."""
+    odd = old.with_(version=(old.version + 1) | 1)
+    yield _step(store(vcpu, "version", old, odd))
+    cur = odd
+    for name in BODY_FIELDS:
+        nxt = cur.with_(**{name: getattr(new, name)})
+        if getattr(nxt, name) != getattr(cur, name):
+            yield _step(store(vcpu, name, cur, nxt))
+        cur = nxt
+    final = new.with_(version=odd.version + 1)
+    yield _step(store(vcpu, "version", cur, final), (Publish(slot_key(vcpu), final),))
+
+
+def legacy_copy(vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
+    """version += 2 in the host's copy, then the whole struct copied field by field in order.
+
+    The guest's first visible change is the new, even version; the body follows. A reader
+    that sees the same even version twice can still have read a mix of old and new fields.
+    """
+    final = new.with_(version=old.version + 2)
+    cur = old
+    names = [f.name for f in FIELDS if f.name not in ("pad0", "pad")]
+    changed = [n for n in names if getattr(final, n) != getattr(old, n)]
+    for i, name in enumerate(changed):
+        nxt = cur.with_(**{name: getattr(final, name)})
+        last = i == len(changed) - 1
+        yield _step(store(vcpu, name, cur, nxt), (Publish(slot_key(vcpu), final),) if last else ())
+        cur = nxt
