@@ -1,0 +1,64 @@
+"""Loading images: bundled names, real files, and every kind of bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from emu.errors import ImageError
+from emu.image import load, manifest
+
+
+def test_bundled_alias_resolves_to_the_gcc_O2_x86_64_build():
+    img = load("modern")
+    assert img.name == "modern-x86_64-gcc-O2"
+    assert img.arch == "x86_64"
+    assert img.pages["pvclock"] == -0x3000
+    assert img.entry_name == "vdsofuzz_read"
+
+
+def test_every_manifest_image_loads_with_its_recorded_hash():
+    entries = manifest()["images"]
+    assert len(entries) > 20
+    for e in entries:
+        img = load(e["name"])
+        assert img.sha256 == e["sha256"], e["name"]
+        assert img.arch == e["arch"]
+
+
+def test_text_file_is_refused(tmp_path: Path):
+    p = tmp_path / "notes.txt"
+    p.write_text("hello\n")
+    with pytest.raises(ImageError, match="not an ELF"):
+        load(p)
+
+
+def test_truncated_elf_is_refused(tmp_path: Path):
+    src = load("modern").path
+    p = tmp_path / "cut.so"
+    p.write_bytes(src.read_bytes()[:300])
+    with pytest.raises(ImageError, match="truncated"):
+        load(p)
+
+
+def test_arm_elf_is_refused(tmp_path: Path):
+    raw = bytearray(load("modern").path.read_bytes())
+    raw[18:20] = (183).to_bytes(2, "little")  # EM_AARCH64
+    p = tmp_path / "arm.so"
+    p.write_bytes(bytes(raw))
+    with pytest.raises(ImageError, match="AARCH64"):
+        load(p)
+
+
+def test_elf_without_the_entry_symbol_is_refused(tmp_path: Path):
+    true = shutil.which("true")
+    assert true
+    with pytest.raises(ImageError, match="vdsofuzz_read"):
+        load(Path(true))
+
+
+def test_unknown_name_says_how_to_list_images():
+    with pytest.raises(ImageError, match="vdsofuzz images"):
+        load("no-such-reader")
