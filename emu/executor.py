@@ -9,7 +9,7 @@ so they produce the same run.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UcError
 
@@ -105,6 +105,7 @@ class Executor:
             self.uc.hook_add(UC_HOOK_CODE, self._hook, data, addr, addr)
         self.observer: Observer | None = None
         self.st: State | None = None
+        self._labels: dict[tuple[int, ...], tuple[str, ...]] = {}
 
     # --- one run ------------------------------------------------------------------------
 
@@ -118,8 +119,9 @@ class Executor:
         tasks = [Task(i, i, sc.reads) for i in range(sc.vcpus)]
         st = self.st = State(scheduler, clock, host, view, tasks, run)
         self.observer = observer
-        self.machine.reset()
-        self._apply(host.setup(view), -1)
+        setup = host.setup(view)
+        self.machine.reset(self._page_image(setup))
+        self._apply(replace(setup, writes=()), -1)
         st.host_iter = host.steps(view)
         st.host_next = next(st.host_iter, None)
         while not st.run.stopped:
@@ -153,20 +155,26 @@ class Executor:
 
     def _next_agent(self) -> int | None:
         st = self.st
-        n = self.HOST + 1
         cur = st.current
-        enabled = [a for a in range(n) if self._enabled(a)]
+        parked = st.parked
+        enabled = [t.index for t in st.tasks if not t.done and t.vcpu not in parked]
+        if st.host_next is not None:
+            enabled.append(self.HOST)
         if not enabled:
             return None
         if cur in enabled and st.run_len < SPIN:
             default = cur
         else:
+            n = self.HOST + 1
             default = min(enabled, key=lambda a: (a - cur - 1) % n)
         if len(enabled) == 1:
             choice = default
         else:
             options = [default] + [a for a in enabled if a != default]
-            labels = tuple(self.labels[a] for a in options)
+            key = tuple(options)
+            labels = self._labels.get(key)
+            if labels is None:
+                labels = self._labels[key] = tuple(self.labels[a] for a in options)
             k = st.scheduler.choose(st.point, labels)
             if not 0 <= k < len(options):
                 raise ValueError(f"scheduler chose option {k} of {len(options)}")
@@ -213,6 +221,16 @@ class Executor:
                     st.run.parked.append((st.parked_since.pop(v), t, frozenset({v})))
             st.parked = (st.parked | step.park) - step.unpark
 
+    def _page_image(self, step: HostStep) -> bytes:
+        """The shared pages as bytes after `step`'s writes, for one engine write."""
+        lo, hi = self.shared
+        buf = bytearray(hi - lo)
+        pages = self.machine.layout.pages
+        for w in step.writes:
+            at = pages[w.page] + w.offset - lo
+            buf[at : at + len(w.data)] = w.data
+        return bytes(buf)
+
     def _host_step(self) -> None:
         st = self.st
         step = st.host_next
@@ -238,12 +256,12 @@ class Executor:
         m = site.mem
         if m.fixed is not None:
             return self.machine.layout.base + m.fixed
-        uc = self.uc
+        reg = self.machine.reg
         ea = m.disp
         if m.base is not None:
-            ea += uc.reg_read(m.base)
+            ea += reg(m.base)
         if m.index is not None:
-            ea += uc.reg_read(m.index) * m.scale
+            ea += reg(m.index) * m.scale
         return ea & ((1 << self.machine.bits) - 1)
 
     def _hook(self, uc, addr: int, size: int, data: tuple[Site | None, bool]) -> None:

@@ -102,7 +102,7 @@ def resolve(spec: str) -> tuple[Path, str, dict[str, Any]]:
     name = man.get("aliases", {}).get(spec, spec)
     for entry in man.get("images", []):
         if entry["name"] == name:
-            return BLOBS_DIR / entry["path"], name, entry
+            return BLOBS_DIR.parent / entry["path"], name, entry
     path = Path(spec)
     if path.exists():
         return path, path.name, {}

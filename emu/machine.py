@@ -8,10 +8,12 @@ mapped read-only, so a guest store into them faults (a finding, not a crash).
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, UC_PROT_ALL, UC_PROT_READ, Uc
 from unicorn import x86_const as ux
+from unicorn.unicorn_py3 import unicorn as _ucmod
 
 from emu.image import PAGE, Image
 
@@ -75,6 +77,10 @@ class Machine:
         self.layout = Layout(base, pages, (lo, hi))
         self.uc.mem_map(lo, hi - lo, UC_PROT_READ)
         self._zero_pages = bytes(hi - lo)
+        word = image.bits // 8
+        top = bytearray(STACK_CLEAR)
+        top[STACK_CLEAR - 64 - word : STACK_CLEAR - 64] = EXIT_ADDR.to_bytes(word, "little")
+        self._stack_top = bytes(top)
         span_lo, span_hi = image.span
         start = base + (span_lo & ~(PAGE - 1))
         size = ((base + span_hi + PAGE - 1) & ~(PAGE - 1)) - start
@@ -92,6 +98,20 @@ class Machine:
         self.reg_names = REGS64 if self.bits == 64 else REGS32
         self.reg_ids = tuple(_reg(n) for n in self.reg_names)
         self._entry_ctx = [self._make_entry(i) for i in range(tasks)]
+        # The binding's reg_read costs ~1.5 us in type dispatch; hooks read a register per
+        # visible load, so call the C API directly for plain 64-bit registers.
+        self._lib = _ucmod.uclib
+        self._h = self.uc._uch
+        self._val = ctypes.c_uint64()
+        self._ref = ctypes.byref(self._val)
+
+    def reg(self, reg_id: int) -> int:
+        self._lib.uc_reg_read(self._h, reg_id, self._ref)
+        return self._val.value
+
+    def set_reg(self, reg_id: int, value: int) -> None:
+        self._val.value = value
+        self._lib.uc_reg_write(self._h, reg_id, self._ref)
 
     def _make_entry(self, task: int) -> object:
         """The CPU context at the call of the entry function, for `task`'s stack."""
@@ -110,15 +130,13 @@ class Machine:
     def entry_context(self, task: int) -> object:
         return self._entry_ctx[task]
 
-    def reset(self) -> None:
-        """Clear the clock pages and the hot end of every stack."""
+    def reset(self, pages: bytes | None = None) -> None:
+        """Put `pages` (default: zeros) in the clock pages; clear the hot end of every stack."""
         lo, _ = self.layout.shared
-        self.uc.mem_write(lo, self._zero_pages)
+        self.uc.mem_write(lo, pages if pages is not None else self._zero_pages)
         for task in range(self.tasks):
             top = STACK_BASE + STACK_SIZE * (task + 1)
-            self.uc.mem_write(top - STACK_CLEAR, bytes(STACK_CLEAR))
-            word = self.bits // 8
-            self.uc.mem_write(top - 64 - word, EXIT_ADDR.to_bytes(word, "little"))
+            self.uc.mem_write(top - STACK_CLEAR, self._stack_top)
 
     def write(self, addr: int, data: bytes) -> None:
         self.uc.mem_write(addr, data)
@@ -138,12 +156,9 @@ class Machine:
 
     def set_tsc(self, value: int, aux: int | None) -> None:
         """Registers after `rdtsc` (edx:eax), or `rdtscp` when `aux` is given (ecx = TSC_AUX)."""
-        uc = self.uc
-        uc.reg_write(
-            ux.UC_X86_REG_RAX if self.bits == 64 else ux.UC_X86_REG_EAX, value & 0xFFFFFFFF
-        )
-        uc.reg_write(
-            ux.UC_X86_REG_RDX if self.bits == 64 else ux.UC_X86_REG_EDX, value >> 32 & 0xFFFFFFFF
-        )
+        wide = self.bits == 64
+        # A 64-bit write also clears the upper halves, as rdtsc does.
+        self.set_reg(ux.UC_X86_REG_RAX if wide else ux.UC_X86_REG_EAX, value & 0xFFFFFFFF)
+        self.set_reg(ux.UC_X86_REG_RDX if wide else ux.UC_X86_REG_EDX, value >> 32 & 0xFFFFFFFF)
         if aux is not None:
-            uc.reg_write(ux.UC_X86_REG_RCX if self.bits == 64 else ux.UC_X86_REG_ECX, aux)
+            self.set_reg(ux.UC_X86_REG_RCX if wide else ux.UC_X86_REG_ECX, aux)
