@@ -1,0 +1,1112 @@
+"""Build the vdsofuzz reader catalog: vDSO-style ELF images from vdso_blobs/src.
+
+Every reader source is compiled for x86-64 and i386 with gcc (GNU ld) and clang
+(ld.lld) at -O2 and -Os (the modern reader family also at -O0), linked with
+vdso_blobs/vdso.lds into a single-segment, relocation-free shared object, and
+checked against the image ABI.  The images go to vdso_blobs/images/<name>.so and
+their description to vdso_blobs/manifest.json.  Builds are reproducible: running
+the script twice gives byte-identical images and manifest.
+
+    python tools/build_blobs.py            # rebuild everything, rewrite the manifest
+    python tools/build_blobs.py --check    # rebuild into a temp dir, compare sha256s
+
+For readers that read vCPU 0's pvti under the version seqlock, the script also
+inspects the disassembly (objdump -d) and records, per field, whether the loads
+that feed the returned value stay inside the version window (manifest `window`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.elf.constants import P_FLAGS, SH_FLAGS
+from elftools.elf.elffile import ELFFile
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOBS = ROOT / "vdso_blobs"
+SRC_DIR = BLOBS / "src"
+IMAGES_DIR = BLOBS / "images"
+MANIFEST = BLOBS / "manifest.json"
+LINKER_SCRIPT = BLOBS / "vdso.lds"
+
+ENTRY_SYMBOL = "vdsofuzz_read"
+PAGE = 4096
+# Page symbols relative to the image's load base (vdso.lds).
+PAGE_SYMBOLS = {
+    "vvar_page": -4 * PAGE,
+    "pvclock_page": -3 * PAGE,
+    "hvclock_page": -2 * PAGE,
+    "timens_page": -1 * PAGE,
+}
+
+ARCH_FLAGS = {"x86_64": ["-m64"], "i386": ["-m32"]}
+ELF_MACHINE = {"x86_64": ("EM_X86_64", 64), "i386": ("EM_386", 32)}
+RDTSC_DEFINE = {"lfence": "RDTSC_LFENCE", "rdtscp": "RDTSC_RDTSCP", "rdtsc": "RDTSC_PLAIN"}
+
+CFLAGS = [
+    "-std=gnu11",
+    "-fPIC",
+    "-ffreestanding",
+    "-fno-builtin",
+    "-fno-strict-aliasing",
+    "-fvisibility=hidden",
+    "-fno-stack-protector",
+    "-fcf-protection=none",
+    "-fno-jump-tables",
+    "-fno-asynchronous-unwind-tables",
+    "-fno-unwind-tables",
+    "-mno-sse",
+    "-mno-mmx",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+]
+LDFLAGS = [
+    "-shared",
+    "-nostdlib",
+    "-Wl,--hash-style=both",
+    "-Wl,--build-id=none",
+    "-Wl,-Bsymbolic",
+    "-Wl,--no-undefined",
+    f"-Wl,-T,{LINKER_SCRIPT.relative_to(ROOT)}",
+]
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """A compiler driver and the linker it is told to use."""
+
+    compiler: str
+    linker: str
+    linker_flags: tuple[str, ...]
+
+
+TOOLCHAINS = {
+    "gcc": Toolchain("gcc", "ld", ()),
+    "clang": Toolchain("clang", "ld.lld", ("-fuse-ld=lld",)),
+}
+
+
+@dataclass(frozen=True)
+class Reader:
+    """One catalog entry before arch/compiler/opt expansion."""
+
+    name: str
+    source: str
+    generation: int | str
+    bug: str | None = None
+    rdtsc: str = "lfence"
+    getcpu: str | None = None
+    opts: tuple[str, ...] = ("O2", "Os")
+    notes: str = ""
+    window_check: bool = True
+    bug_needs: str | None = None  # what the emulator must model to observe the bug
+
+
+MODERN_OPTS = ("O0", "O2", "Os")
+READERS = [
+    Reader("modern", "modern.c", 3, opts=MODERN_OPTS),
+    Reader(
+        "modern-rdtscp",
+        "modern.c",
+        3,
+        rdtsc="rdtscp",
+        opts=MODERN_OPTS,
+        notes="rdtsc_ordered() as patched on CPUs with RDTSCP (ecx gets TSC_AUX).",
+    ),
+    Reader(
+        "modern-rdtsc",
+        "modern.c",
+        3,
+        rdtsc="rdtsc",
+        opts=MODERN_OPTS,
+        notes="rdtsc_ordered() as patched on CPUs with neither LFENCE_RDTSC nor RDTSCP.",
+    ),
+    Reader(
+        "vcpu0",
+        "vcpu0.c",
+        2,
+        notes="Stable bit checked once before the loop (flags load outside the window by design).",
+    ),
+    Reader(
+        "percpu",
+        "percpu.c",
+        1,
+        getcpu="rdtscp",
+        window_check=False,
+        notes="pvti slot = 64*(TSC_AUX & 0xfff): at most 64 vCPUs fit the page. Clamps the "
+        "result to the u64 at vvar_page+8 (vdso_data.cycle_last); a zero vvar page = no clamp.",
+    ),
+    Reader(
+        "hyperv",
+        "hyperv.c",
+        "hyperv",
+        window_check=False,
+        notes="Reads hvclock_page; returns ns100 * 100; U64_MAX while tsc_sequence == 0.",
+    ),
+    Reader(
+        "bug-no-retry",
+        "bug-no-retry.c",
+        3,
+        bug="never re-checks the version: one pass, torn fields are returned",
+    ),
+    Reader(
+        "bug-no-odd-check",
+        "bug-no-odd-check.c",
+        3,
+        bug="uses version instead of version & ~1: an odd, unchanged version is accepted",
+    ),
+    Reader(
+        "bug-no-barrier",
+        "bug-no-barrier.c",
+        3,
+        bug="no read barriers, plain field loads: the compiler may move them out of the window",
+    ),
+    Reader(
+        "bug-unfenced-rdtsc",
+        "bug-unfenced-rdtsc.c",
+        3,
+        rdtsc="rdtsc",
+        bug="plain rdtsc (no lfence/rdtscp): the TSC may be read before the version/field loads",
+        notes="Compiles to the same instructions as modern-rdtsc wherever same_code_as says so: "
+        "the bug lives in the hardware's out-of-order rdtsc, not in the instruction order.",
+        bug_needs="an emulator that lets rdtsc take its value before earlier loads complete",
+    ),
+    Reader(
+        "bug-stale-flags",
+        "bug-stale-flags.c",
+        3,
+        bug="flags read once before the loop: a stable bit cleared during a retry goes unnoticed",
+    ),
+    Reader(
+        "bug-percpu-no-recheck",
+        "bug-percpu-no-recheck.c",
+        1,
+        getcpu="rdtscp",
+        window_check=False,
+        bug="no second getcpu: a task migrated mid-read pairs vCPU A's pvti with vCPU B's TSC",
+        notes="Clamps against vvar_page+8 like percpu.",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image to build: a reader at one arch, compiler and optimisation level."""
+
+    reader: Reader
+    arch: str
+    compiler: str
+    opt: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.reader.name}-{self.arch}-{self.compiler}-{self.opt}"
+
+    @property
+    def source(self) -> str:
+        return str((SRC_DIR / self.reader.source).relative_to(ROOT))
+
+    def flags(self) -> list[str]:
+        """Compiler and linker flags, without input and output paths."""
+        defines = [f"-DRDTSC_VARIANT={RDTSC_DEFINE[self.reader.rdtsc]}"]
+        if self.reader.getcpu == "rdpid":
+            defines.append("-DGETCPU_RDPID=1")
+        toolchain = TOOLCHAINS[self.compiler]
+        return [
+            *ARCH_FLAGS[self.arch],
+            f"-{self.opt}",
+            *CFLAGS,
+            *defines,
+            *toolchain.linker_flags,
+            *LDFLAGS,
+        ]
+
+
+def plan() -> list[ImageSpec]:
+    """Every image of the catalog, sorted by name."""
+    specs = [
+        ImageSpec(reader, arch, compiler, opt)
+        for reader in READERS
+        for arch in ARCH_FLAGS
+        for compiler in TOOLCHAINS
+        for opt in reader.opts
+    ]
+    return sorted(specs, key=lambda s: s.name)
+
+
+def aliases() -> dict[str, str]:
+    """Short names: NAME -> NAME-x86_64-gcc-O2, NAME-ARCH -> NAME-ARCH-gcc-O2."""
+    table: dict[str, str] = {}
+    for reader in READERS:
+        table[reader.name] = f"{reader.name}-x86_64-gcc-O2"
+        for arch in ARCH_FLAGS:
+            table[f"{reader.name}-{arch}"] = f"{reader.name}-{arch}-gcc-O2"
+    return dict(sorted(table.items()))
+
+
+# --------------------------------------------------------------------------- tools
+
+
+class BuildError(Exception):
+    """A compiler, linker or ABI check failed for one image."""
+
+
+class MissingTool(Exception):
+    """A required program is not installed."""
+
+
+def run(cmd: list[str], cwd: Path = ROOT) -> str:
+    """Run a command in a fixed locale; return stdout or raise BuildError."""
+    env = {**os.environ, "LC_ALL": "C", "SOURCE_DATE_EPOCH": "0"}
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    except FileNotFoundError as exc:
+        raise MissingTool(cmd[0]) from exc
+    if proc.returncode != 0:
+        raise BuildError(f"{' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def tool_versions(compilers: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Version strings of each compiler and the linker it drives."""
+    versions = {}
+    for name in sorted(set(compilers)):
+        toolchain = TOOLCHAINS[name]
+        linker = toolchain.linker
+        if name == "gcc":
+            linker = run(["gcc", "-print-prog-name=ld"]).strip() or "ld"
+        versions[name] = {
+            "compiler": first_line(run([toolchain.compiler, "--version"])),
+            "linker": first_line(run([linker, "--version"])),
+        }
+    return versions
+
+
+def require_tools(specs: Iterable[ImageSpec]) -> None:
+    """Fail early, with a clear message, if a compiler or linker is missing."""
+    needed = {s.compiler for s in specs}
+    programs = ["readelf", "objdump"]
+    for name in sorted(needed):
+        programs += [TOOLCHAINS[name].compiler, TOOLCHAINS[name].linker]
+    missing = [p for p in programs if shutil.which(p) is None]
+    if missing:
+        raise MissingTool(", ".join(missing))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def text_sha256(path: Path) -> str:
+    """Hash of the .text bytes: equal for images whose machine code is identical."""
+    with path.open("rb") as fh:
+        text = ELFFile(fh).get_section_by_name(".text")
+        return hashlib.sha256(text.data() if text is not None else b"").hexdigest()
+
+
+# --------------------------------------------------------------------------- build
+
+
+def compile_image(spec: ImageSpec, out: Path) -> None:
+    """Compile and link one image; paths are relative to ROOT and mapped away."""
+    cmd = [
+        TOOLCHAINS[spec.compiler].compiler,
+        *spec.flags(),
+        f"-ffile-prefix-map={ROOT}=.",
+        "-o",
+        str(out),
+        spec.source,
+    ]
+    run(cmd)
+
+
+def check_relocations(path: Path) -> list[str]:
+    text = run(["readelf", "-rW", str(path)])
+    if "There are no relocations in this file." in text:
+        return []
+    return [f"dynamic relocations present:\n{text}"]
+
+
+def abi_problems(path: Path, arch: str) -> list[str]:
+    """Everything in the image that breaks the vdsofuzz image ABI."""
+    problems = check_relocations(path)
+    with path.open("rb") as fh:
+        elf = ELFFile(fh)
+        problems += elf_header_problems(elf, arch)
+        problems += segment_problems(elf)
+        problems += section_problems(elf)
+        problems += symbol_problems(elf)
+    return problems
+
+
+def elf_header_problems(elf: ELFFile, arch: str) -> list[str]:
+    machine, bits = ELF_MACHINE[arch]
+    problems = []
+    if elf["e_machine"] != machine or elf.elfclass != bits:
+        problems.append(f"ELF is {elf['e_machine']}/{elf.elfclass}, expected {machine}/{bits}")
+    if elf["e_type"] != "ET_DYN":
+        problems.append(f"ELF type {elf['e_type']}, expected ET_DYN")
+    return problems
+
+
+def segment_problems(elf: ELFFile) -> list[str]:
+    loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
+    if len(loads) != 1:
+        return [f"{len(loads)} PT_LOAD segments, expected 1"]
+    load = loads[0]
+    problems = []
+    if load["p_flags"] != P_FLAGS.PF_R | P_FLAGS.PF_X:
+        problems.append(f"PT_LOAD flags {load['p_flags']:#x}, expected R+X")
+    if load["p_vaddr"] != 0 or load["p_offset"] != 0:
+        problems.append("PT_LOAD does not start at vaddr 0 / offset 0")
+    return problems
+
+
+# Sections the dynamic linker format marks writable but that hold only link-time constants.
+WRITABLE_OK = {".dynamic", ".got", ".got.plt"}
+
+
+def section_problems(elf: ELFFile) -> list[str]:
+    problems = []
+    for section in elf.iter_sections():
+        name = section.name
+        if section["sh_type"] in ("SHT_REL", "SHT_RELA"):
+            problems.append(f"relocation section {name}")
+        if name.startswith((".data", ".bss", ".tdata", ".tbss")) and section["sh_size"]:
+            problems.append(f"writable data section {name}")
+        if section["sh_flags"] & SH_FLAGS.SHF_WRITE and name not in WRITABLE_OK:
+            problems.append(f"writable section {name}")
+    dynamic = elf.get_section_by_name(".dynamic")
+    if dynamic is not None:
+        for tag in dynamic.iter_tags():
+            if tag.entry.d_tag in ("DT_REL", "DT_RELA", "DT_JMPREL", "DT_TEXTREL", "DT_NEEDED"):
+                problems.append(f"dynamic tag {tag.entry.d_tag}")
+    return problems
+
+
+def symbol_problems(elf: ELFFile) -> list[str]:
+    problems = []
+    dynsym = elf.get_section_by_name(".dynsym")
+    symtab = elf.get_section_by_name(".symtab")
+    if dynsym is None or symtab is None:
+        return ["missing .dynsym or .symtab"]
+    entries = dynsym.get_symbol_by_name(ENTRY_SYMBOL) or []
+    if not any(
+        s["st_info"]["type"] == "STT_FUNC"
+        and s["st_info"]["bind"] == "STB_GLOBAL"
+        and s["st_shndx"] != "SHN_UNDEF"
+        for s in entries
+    ):
+        problems.append(f"{ENTRY_SYMBOL} is not an exported function")
+    undefined = [s.name for s in dynsym.iter_symbols() if s.name and s["st_shndx"] == "SHN_UNDEF"]
+    if undefined:
+        problems.append(f"undefined dynamic symbols {undefined}")
+    mask = (1 << elf.elfclass) - 1
+    for name, offset in PAGE_SYMBOLS.items():
+        found = symtab.get_symbol_by_name(name) or []
+        if not found or found[0]["st_value"] != offset & mask:
+            problems.append(f"symbol {name} missing or not at {offset:#x}")
+    return problems
+
+
+@dataclass
+class BuiltImage:
+    """Result of building one image into a directory."""
+
+    spec: ImageSpec
+    path: Path
+    sha256: str
+    size: int
+    window: dict[str, str] | None
+    text_sha256: str
+
+
+def build_one(spec: ImageSpec, outdir: Path) -> BuiltImage:
+    """Build, ABI-check and analyse one image."""
+    out = outdir / f"{spec.name}.so"
+    compile_image(spec, out)
+    problems = abi_problems(out, spec.arch)
+    if problems:
+        raise BuildError(f"{spec.name}: ABI violations:\n  " + "\n  ".join(problems))
+    window = analyse_window(out, spec.arch) if spec.reader.window_check else None
+    return BuiltImage(spec, out, sha256(out), out.stat().st_size, window, text_sha256(out))
+
+
+def build_all(specs: list[ImageSpec], outdir: Path, jobs: int) -> list[BuiltImage]:
+    """Build every spec in parallel, printing one progress line per image."""
+    results: list[BuiltImage] = []
+    width = len(str(len(specs)))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(build_one, spec, outdir): spec for spec in specs}
+        for done, future in enumerate(as_completed(futures), 1):
+            image = future.result()
+            results.append(image)
+            print(
+                f"[{done:>{width}}/{len(specs)}] {image.spec.name:<40} "
+                f"{image.size:>6} bytes  {image.sha256[:16]}",
+                flush=True,
+            )
+    return sorted(results, key=lambda r: r.spec.name)
+
+
+# --------------------------------------------------------------------- disassembly
+#
+# A small abstract interpreter over `objdump -d` text: it tracks which registers
+# (and spilled stack slots) hold "image base + constant", so that every memory
+# operand can be resolved to a pvclock_page offset, including i386 GOT-relative
+# addressing.  Then it enumerates paths through the entry function (each backward
+# branch taken at most twice) and, on every path that returns a computed time,
+# checks where the last load of each pvti field sits relative to the final
+# iteration's version load and version re-check.
+
+PVTI_FIELDS = [
+    (0, 4, "version"),
+    (8, 16, "tsc_timestamp"),
+    (16, 24, "system_time"),
+    (24, 28, "tsc_to_system_mul"),
+    (28, 29, "tsc_shift"),
+    (29, 30, "flags"),
+]
+FORMULA_FIELDS = ("tsc_timestamp", "system_time", "tsc_to_system_mul", "tsc_shift")
+WINDOW_ITEMS = ("flags", *FORMULA_FIELDS, "tsc")
+TSC_MNEMONICS = {"rdtsc", "rdtscp"}
+
+REG_FAMILY = {}
+for _fam, _names in {
+    "ax": "rax eax ax al ah",
+    "bx": "rbx ebx bx bl bh",
+    "cx": "rcx ecx cx cl ch",
+    "dx": "rdx edx dx dl dh",
+    "si": "rsi esi si sil",
+    "di": "rdi edi di dil",
+    "bp": "rbp ebp bp bpl",
+    "sp": "rsp esp sp spl",
+}.items():
+    for _n in _names.split():
+        REG_FAMILY[_n] = _fam
+for _i in range(8, 16):
+    for _suffix in ("", "d", "w", "b"):
+        REG_FAMILY[f"r{_i}{_suffix}"] = f"r{_i}"
+FULL_WIDTH = {
+    64: {"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp"} | {f"r{i}" for i in range(8, 16)},
+    32: {"eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp"},
+}
+CALL_CLOBBERS = {"ax", "cx", "dx", "si", "di", "r8", "r9", "r10", "r11"}
+IMPLICIT_WRITES = {
+    "rdtsc": {"ax", "dx"},
+    "rdtscp": {"ax", "dx", "cx"},
+    "cpuid": {"ax", "bx", "cx", "dx"},
+    "mul": {"ax", "dx"},
+    "div": {"ax", "dx"},
+    "idiv": {"ax", "dx"},
+    "cltd": {"dx"},
+    "cqto": {"dx"},
+    "cltq": {"ax"},
+    "cwtl": {"ax"},
+    "syscall": {"ax", "cx", "r11"},
+    "int": {"ax"},
+}
+NO_WRITE = {"cmp", "test", "bt", "push", "lfence", "mfence", "nop", "jmp", "ret", "ud2"}
+
+PREFIXES = {"rep", "repz", "repnz", "lock", "notrack", "bnd", "cs", "ds", "data16", "addr32"}
+LINE_RE = re.compile(r"^\s*([0-9a-f]+):\s+(.*?)\s*$")
+MEM_RE = re.compile(
+    r"^(?:%[a-z]s:)?(-?(?:0x)?[0-9a-f]+)?\((%[a-z0-9]+)?(?:,(%[a-z0-9]+)(?:,([1248]))?)?\)$"
+)
+ABS_MEM_RE = re.compile(r"^(?:0x)?[0-9a-f]+$")
+FUNC_RE = re.compile(r"^([0-9a-f]+) <([^>]+)>:$")
+
+
+@dataclass(frozen=True)
+class Insn:
+    """One decoded instruction of the entry function."""
+
+    addr: int
+    next_addr: int
+    mnemonic: str
+    operands: tuple[str, ...]
+    target: int | None  # direct branch/call target
+    target_name: str | None
+
+
+# A tracked value: (constant, number of image-base terms).  Address = base*n + constant.
+Value = tuple[int, int]
+State = dict[str, Value]
+
+
+def split_operands(text: str) -> tuple[str, ...]:
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+            continue
+        depth += ch == "("
+        depth -= ch == ")"
+        cur += ch
+    if cur:
+        parts.append(cur)
+    return tuple(p.strip() for p in parts)
+
+
+def disassemble(path: Path) -> dict[str, list[Insn]]:
+    """objdump -d of the image, grouped by function symbol."""
+    text = run(["objdump", "-d", "--no-show-raw-insn", str(path)])
+    functions: dict[str, list[Insn]] = {}
+    current: list[Insn] | None = None
+    for line in text.splitlines():
+        head = FUNC_RE.match(line)
+        if head:
+            current = functions.setdefault(head.group(2), [])
+            continue
+        m = LINE_RE.match(line)
+        if current is None or not m:
+            continue
+        current.append(parse_insn(int(m.group(1), 16), m.group(2)))
+    for insns in functions.values():
+        for i, insn in enumerate(insns):
+            nxt = insns[i + 1].addr if i + 1 < len(insns) else -1
+            insns[i] = Insn(
+                insn.addr, nxt, insn.mnemonic, insn.operands, insn.target, insn.target_name
+            )
+    return functions
+
+
+def parse_insn(addr: int, text: str) -> Insn:
+    comment = ""
+    if "#" in text:
+        text, comment = text.split("#", 1)
+    words = text.split(None, 1)
+    mnemonic = words[0] if words else ""
+    while mnemonic in PREFIXES and len(words) > 1:
+        words = words[1].split(None, 1)
+        mnemonic = words[0]
+    rest = words[1] if len(words) > 1 else ""
+    target, target_name = None, None
+    branch = re.match(r"^([0-9a-f]+) <([^>]+)>$", rest.strip())
+    if branch and (mnemonic.startswith("j") or mnemonic.startswith("call")):
+        target, target_name = int(branch.group(1), 16), branch.group(2)
+        rest = ""
+    operands = split_operands(rest) if rest else ()
+    rip_target = re.match(r"^\s*([0-9a-f]+) <", comment)
+    if rip_target:
+        operands = tuple(f"@{rip_target.group(1)}" if "(%rip)" in op else op for op in operands)
+    return Insn(addr, addr, mnemonic, operands, target, target_name)
+
+
+SIZED = {"mov", "lea", "add", "sub", "adc", "sbb", "and", "or", "xor", "neg", "not", "inc"}
+SIZED |= {"dec", "shl", "shr", "sar", "push", "pop", "call", "ret", "mul", "imul", "div"}
+SIZED |= {"idiv", "cmp", "test", "xchg", "jmp"}
+
+
+def base_mnemonic(mnemonic: str) -> str:
+    """Strip the AT&T size suffix objdump adds when the size is ambiguous (movl -> mov)."""
+    if mnemonic not in SIZED and mnemonic[-1:] in ("b", "w", "l", "q") and mnemonic[:-1] in SIZED:
+        return mnemonic[:-1]
+    return mnemonic
+
+
+def reg_of(operand: str) -> str | None:
+    if operand.startswith("%"):
+        return operand[1:]
+    return None
+
+
+def mem_address(operand: str, state: State, bits: int) -> Value | None:
+    """Resolve a memory operand to a tracked value, or None if unknown / not memory."""
+    if operand.startswith("@"):
+        return (to_signed(int(operand[1:], 16), bits), 1)
+    if operand.startswith(("$", "%", "*")):
+        return None
+    if ABS_MEM_RE.match(operand):
+        return (to_signed(int(operand, 16), bits), 0)
+    m = MEM_RE.match(operand)
+    if not m:
+        return None
+    disp = int(m.group(1), 16) if m.group(1) else 0
+    total = (disp, 0)
+    for reg, scale in ((m.group(2), 1), (m.group(3), int(m.group(4) or 1))):
+        if reg is None:
+            continue
+        value = state.get(REG_FAMILY.get(reg[1:], reg[1:]))
+        if value is None:
+            return None
+        total = (total[0] + value[0] * scale, total[1] + value[1] * scale)
+    return total
+
+
+def to_signed(value: int, bits: int) -> int:
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def is_memory(operand: str) -> bool:
+    return operand.startswith("@") or "(" in operand or bool(ABS_MEM_RE.match(operand))
+
+
+def transfer(insn: Insn, state: State, bits: int) -> State:
+    """Abstract effect of one instruction on the tracked registers and stack slots."""
+    new = dict(state)
+    op = base_mnemonic(insn.mnemonic)
+    ops = insn.operands
+    dest = reg_of(ops[-1]) if ops else None
+    fam = REG_FAMILY.get(dest) if dest else None
+    if op == "call":
+        if insn.target == insn.next_addr:
+            new["push"] = (insn.next_addr, 1)
+        elif insn.target_name and insn.target_name.startswith("__x86.get_pc_thunk."):
+            new[insn.target_name.rsplit(".", 1)[1]] = (insn.next_addr, 1)
+        else:
+            for reg in CALL_CLOBBERS:
+                new.pop(reg, None)
+        return new
+    if op == "pop" and fam:
+        pushed = new.pop("push", None)
+        set_reg(new, fam, dest, pushed, bits)
+        return drop_slots(new)
+    if fam == "sp" or op == "push":
+        return drop_slots(new)
+    for reg in IMPLICIT_WRITES.get(op, ()):
+        new.pop(reg, None)
+    if op == "mov" and len(ops) == 2:
+        return do_mov(new, ops, dest, fam, bits)
+    if op == "lea" and fam:
+        set_reg(new, fam, dest, mem_address(ops[0], state, bits), bits)
+        return new
+    if op == "shl" and fam and len(ops) == 2 and ops[0].startswith("$"):
+        cur = state.get(fam)
+        shifted = (cur[0] << int(ops[0][1:], 16), 0) if cur and cur[1] == 0 else None
+        set_reg(new, fam, dest, shifted, bits)
+        return new
+    if op in ("xor", "sub") and fam and len(ops) == 2 and ops[0] == ops[1]:
+        set_reg(new, fam, dest, (0, 0), bits)
+        return new
+    if op == "or" and fam and len(ops) == 2 and ops[0].startswith("$"):
+        minus_one = to_signed(int(ops[0][1:], 16), bits) == -1 or int(ops[0][1:], 16) == 0xFFFFFFFF
+        set_reg(new, fam, dest, (-1, 0) if minus_one else None, bits)
+        return new
+    if op in ("inc", "dec") and fam and len(ops) == 1:
+        set_reg(new, fam, dest, add_value(state.get(fam), "$0x1", state, op == "dec", bits), bits)
+        return new
+    if op in ("add", "sub") and fam and len(ops) == 2:
+        value = add_value(state.get(fam), ops[0], state, op == "sub", bits)
+        set_reg(new, fam, dest, value, bits)
+        return new
+    if fam and op not in NO_WRITE:
+        new.pop(fam, None)
+        if op in ("xchg", "xadd") and len(ops) == 2 and reg_of(ops[0]):
+            new.pop(REG_FAMILY.get(reg_of(ops[0]) or "", ""), None)
+    return new
+
+
+def do_mov(new: State, ops: tuple[str, ...], dest: str | None, fam: str | None, bits: int) -> State:
+    src = ops[0]
+    if fam:
+        if src.startswith("$"):
+            set_reg(new, fam, dest, (to_signed(int(src[1:], 16), bits), 0), bits)
+        elif reg_of(src):
+            set_reg(new, fam, dest, new.get(REG_FAMILY.get(reg_of(src) or "", "")), bits)
+        else:
+            set_reg(new, fam, dest, new.get(f"slot:{src}"), bits)
+    elif is_memory(ops[1]) and src.startswith("$"):
+        new[f"slot:{ops[1]}"] = (to_signed(int(src[1:], 16), bits), 0)
+    elif is_memory(ops[1]) and reg_of(src):
+        value = new.get(REG_FAMILY.get(reg_of(src) or "", ""))
+        key = f"slot:{ops[1]}"
+        if value is None or not holds_value(reg_of(src), value, bits):
+            new.pop(key, None)
+        else:
+            new[key] = value
+    return new
+
+
+def add_value(cur: Value | None, src: str, state: State, negate: bool, bits: int) -> Value | None:
+    if cur is None:
+        return None
+    if src.startswith("$"):
+        delta: Value | None = (to_signed(int(src[1:], 16), bits), 0)
+    elif reg_of(src):
+        delta = state.get(REG_FAMILY.get(reg_of(src) or "", ""))
+    else:
+        delta = None
+    if delta is None:
+        return None
+    sign = -1 if negate else 1
+    return (cur[0] + sign * delta[0], cur[1] + sign * delta[1])
+
+
+def set_reg(state: State, fam: str, reg: str | None, value: Value | None, bits: int) -> None:
+    """Track a register write; a narrower write or an unknown value forgets the register."""
+    if value is None or reg is None or not holds_value(reg, value, bits):
+        state.pop(fam, None)
+    else:
+        state[fam] = value
+
+
+def holds_value(reg: str | None, value: Value, bits: int) -> bool:
+    """Whether a write of `value` through register name `reg` keeps it exactly."""
+    if reg in FULL_WIDTH[bits]:
+        return True
+    # x86-64 32-bit writes zero-extend: fine for small non-negative plain constants.
+    return bits == 64 and reg in FULL_WIDTH[32] and value[1] == 0 and 0 <= value[0] < 1 << 31
+
+
+def drop_slots(state: State) -> State:
+    return {k: v for k, v in state.items() if not k.startswith("slot:")}
+
+
+def successors(insn: Insn, index: dict[int, int]) -> list[int]:
+    op = insn.mnemonic
+    if op.startswith("ret") or op.startswith("ud2") or op.startswith("hlt"):
+        return []
+    if op.startswith("jmp"):
+        return [insn.target] if insn.target in index else []
+    if op.startswith("j") and insn.target is not None:
+        nxt = [insn.next_addr] if insn.next_addr in index else []
+        return nxt + ([insn.target] if insn.target in index else [])
+    return [insn.next_addr] if insn.next_addr in index else []
+
+
+def pvti_field(offset: int) -> str | None:
+    for lo, hi, name in PVTI_FIELDS:
+        if lo <= offset < hi:
+            return name
+    return None
+
+
+def events_of(insn: Insn, state: State, bits: int) -> list[str]:
+    """The vCPU 0 pvti fields an instruction loads, and "tsc" for a TSC read."""
+    found = ["tsc"] if insn.mnemonic in TSC_MNEMONICS else []
+    if base_mnemonic(insn.mnemonic) == "lea":
+        return found
+    for operand in insn.operands:
+        value = mem_address(operand, state, bits)
+        if value is None or value[1] != 1:
+            continue
+        name = pvti_field(to_signed(value[0], bits) - PAGE_SYMBOLS["pvclock_page"])
+        if name:
+            found.append(name)
+    return found
+
+
+def returns_u64_max(state: State, bits: int) -> bool:
+    """Whether the return registers hold the constant U64_MAX at a `ret`."""
+    if bits == 64:
+        return state.get("ax") == (-1, 0)
+    return state.get("ax") == (-1, 0) and state.get("dx") == (-1, 0)
+
+
+PathItem = tuple[int, tuple[str, ...], tuple[tuple[int, int], ...], State]
+
+
+def enumerate_paths(insns: list[Insn], bits: int) -> Iterator[tuple[tuple[str, ...], bool]]:
+    """(events, returns U64_MAX) of every entry-to-`ret` path, backward branches taken <= 2x.
+
+    The abstract state is carried along each path, so addresses and return values are
+    exact for that path.  Paths leaving the function (tail call to the syscall fallback)
+    are not returned.
+    """
+    index = {insn.addr: i for i, insn in enumerate(insns)}
+    seen: set[tuple[tuple[str, ...], bool]] = set()
+    stack: list[PathItem] = [(insns[0].addr, (), (), {})]
+    budget = 500_000
+    while stack:
+        budget -= 1
+        if budget == 0:
+            raise BuildError("window analysis: too many paths")
+        addr, trail, back, state = stack.pop()
+        insn = insns[index[addr]]
+        trail = trail + tuple(events_of(insn, state, bits))
+        if insn.mnemonic.startswith("ret"):
+            key = (trail, returns_u64_max(state, bits))
+            if key not in seen:
+                seen.add(key)
+                yield key
+            continue
+        out = transfer(insn, state, bits)
+        for succ in successors(insn, index):
+            edge = (addr, succ)
+            if succ <= addr and back.count(edge) >= 2:
+                continue
+            stack.append((succ, trail, back + (edge,) if succ <= addr else back, out))
+
+
+def classify_path(trail: tuple[str, ...]) -> dict[str, str]:
+    """Where each window item's last load sits on one path that returns a time."""
+    versions = [i for i, ev in enumerate(trail) if ev == "version"]
+    iterations = len(versions) // 2 if len(versions) >= 2 else 1
+    if len(versions) >= 2:
+        opening, closing = versions[-2], versions[-1]
+    else:
+        opening, closing = (versions[-1] if versions else -1), len(trail)
+    result = {}
+    for item in WINDOW_ITEMS:
+        positions = [i for i, ev in enumerate(trail) if ev == item]
+        if not positions:
+            result[item] = "not-read"
+            continue
+        last = positions[-1]
+        if last > closing:
+            result[item] = "after-recheck"
+        elif last < opening:
+            result[item] = "before-window" if iterations == 1 else "stale-on-retry"
+        else:
+            result[item] = "inside"
+    result["recheck"] = "present" if len(versions) >= 2 else "missing"
+    return result
+
+
+SEVERITY = [
+    "inside",
+    "present",
+    "not-read",
+    "stale-on-retry",
+    "before-window",
+    "after-recheck",
+    "missing",
+]
+
+
+def analyse_window(path: Path, arch: str) -> dict[str, str]:
+    """Per field: 'inside' the version window, or how the compiled code leaves it."""
+    bits = ELF_MACHINE[arch][1]
+    insns = disassemble(path).get(ENTRY_SYMBOL, [])
+    if not insns:
+        raise BuildError(f"{path.name}: no {ENTRY_SYMBOL} in the disassembly")
+    verdict: dict[str, str] = {}
+    for trail, gives_up in enumerate_paths(insns, bits):
+        if gives_up or "version" not in trail:
+            continue  # U64_MAX, or a path that never entered the seqlock
+        for item, where in classify_path(trail).items():
+            old = verdict.get(item, "inside")
+            verdict[item] = max(old, where, key=SEVERITY.index)
+    if not verdict:
+        raise BuildError(f"{path.name}: window analysis found no successful path")
+    return dict(sorted(verdict.items()))
+
+
+def window_summary(window: dict[str, str] | None) -> str:
+    """One sentence for the manifest notes from the window analysis."""
+    if window is None:
+        return ""
+    out = {k: v for k, v in window.items() if v not in ("inside", "present")}
+    recheck = "" if window.get("recheck") == "present" else " No version re-check."
+    out.pop("recheck", None)
+    if not out:
+        return f"objdump: every field load and the TSC read sit inside the version window.{recheck}"
+    moved = ", ".join(f"{k} {v}" for k, v in sorted(out.items()))
+    return f"objdump: outside the version window: {moved}.{recheck}"
+
+
+# ------------------------------------------------------------------------ manifest
+
+
+def bug_compiled_in(image: BuiltImage) -> bool | None:
+    """Whether the seeded bug survived compilation (only bug-no-barrier can vanish)."""
+    if image.spec.reader.bug is None:
+        return None
+    if image.spec.reader.name != "bug-no-barrier":
+        return True
+    window = image.window or {}
+    return any(window.get(f) != "inside" for f in ("flags", *FORMULA_FIELDS, "tsc"))
+
+
+def manifest_entry(
+    image: BuiltImage, versions: dict[str, dict[str, str]], same_code: list[str]
+) -> dict[str, object]:
+    spec, reader = image.spec, image.spec.reader
+    notes = " ".join(n for n in (reader.notes, window_summary(image.window)) if n)
+    return {
+        "name": spec.name,
+        "reader": reader.name,
+        "path": f"vdso_blobs/images/{spec.name}.so",
+        "source": spec.source,
+        "arch": spec.arch,
+        "compiler": spec.compiler,
+        "compiler_version": versions[spec.compiler]["compiler"],
+        "linker": TOOLCHAINS[spec.compiler].linker,
+        "linker_version": versions[spec.compiler]["linker"],
+        "opt": spec.opt,
+        "flags": spec.flags(),
+        "sha256": image.sha256,
+        "size": image.size,
+        "generation": reader.generation,
+        "bug": reader.bug,
+        "bug_compiled_in": bug_compiled_in(image),
+        "bug_needs": reader.bug_needs,
+        "rdtsc": reader.rdtsc,
+        "getcpu": reader.getcpu,
+        "window": image.window,
+        "same_code_as": same_code,
+        "notes": notes,
+    }
+
+
+def twins(image: BuiltImage, images: list[BuiltImage]) -> list[str]:
+    """Other images whose .text is byte-identical to this one's."""
+    return sorted(
+        other.spec.name
+        for other in images
+        if other is not image and other.text_sha256 == image.text_sha256
+    )
+
+
+def make_manifest(images: list[BuiltImage], versions: dict[str, dict[str, str]]) -> str:
+    doc = {
+        "abi": {
+            "entry": f"uint64_t {ENTRY_SYMBOL}(void)",
+            "pages": {k: hex(v) for k, v in PAGE_SYMBOLS.items()},
+            "pvti_slot_size": 64,
+            "linker_script": str(LINKER_SCRIPT.relative_to(ROOT)),
+        },
+        "aliases": aliases(),
+        "images": [manifest_entry(img, versions, twins(img, images)) for img in images],
+    }
+    return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+def load_manifest(path: Path = MANIFEST) -> dict:
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------- modes
+
+
+def install(images: list[BuiltImage], manifest_text: str) -> None:
+    """Copy built images into vdso_blobs/images, drop stale ones, write the manifest."""
+    IMAGES_DIR.mkdir(parents=True, exist_ok=True)
+    wanted = {f"{img.spec.name}.so" for img in images}
+    for stale in IMAGES_DIR.glob("*.so"):
+        if stale.name not in wanted:
+            stale.unlink()
+    for img in images:
+        shutil.copyfile(img.path, IMAGES_DIR / f"{img.spec.name}.so")
+    MANIFEST.write_text(manifest_text)
+
+
+def compare(images: list[BuiltImage], manifest: dict, subset: bool = False) -> list[str]:
+    """Differences between a fresh build and the committed manifest."""
+    recorded = {e["name"]: e for e in manifest.get("images", [])}
+    built = {img.spec.name: img for img in images}
+    problems = []
+    if not subset:
+        missing = sorted(set(recorded) - set(built))
+        problems += [f"{n}: in the manifest but not built" for n in missing]
+    problems += [f"{n}: built but not in the manifest" for n in sorted(set(built) - set(recorded))]
+    for name in sorted(set(recorded) & set(built)):
+        entry, img = recorded[name], built[name]
+        if entry["sha256"] != img.sha256:
+            problems.append(f"{name}: sha256 {img.sha256} != manifest {entry['sha256']}")
+        if entry.get("window") != img.window:
+            problems.append(f"{name}: window analysis {img.window} != manifest {entry['window']}")
+    return problems
+
+
+def version_drift(manifest: dict, versions: dict[str, dict[str, str]]) -> list[str]:
+    notes = set()
+    for entry in manifest.get("images", []):
+        now = versions.get(entry["compiler"], {})
+        if now and now.get("compiler") != entry["compiler_version"]:
+            notes.add(
+                f"{entry['compiler']}: manifest built with {entry['compiler_version']!r}, "
+                f"found {now['compiler']!r}"
+            )
+    return sorted(notes)
+
+
+def select(specs: list[ImageSpec], only: list[str] | None) -> list[ImageSpec]:
+    if not only:
+        return specs
+    table = aliases()
+    wanted = {table.get(n, n) for n in only}
+    chosen = [s for s in specs if s.name in wanted]
+    unknown = wanted - {s.name for s in chosen}
+    if unknown:
+        raise SystemExit(f"unknown image(s): {', '.join(sorted(unknown))}")
+    return chosen
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="rebuild into a temporary directory and compare with the manifest",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="with --check: only these images (full names or aliases)",
+    )
+    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.only and not args.check:
+        print("error: --only is for --check (a full build rewrites the whole manifest)")
+        return 2
+    specs = select(plan(), args.only)
+    try:
+        require_tools(specs)
+        versions = tool_versions(s.compiler for s in specs)
+        with tempfile.TemporaryDirectory(prefix="vdsofuzz-blobs-") as tmp:
+            images = build_all(specs, Path(tmp), args.jobs)
+            if args.check:
+                return report_check(images, versions, subset=bool(args.only))
+            install(images, make_manifest(images, versions))
+    except MissingTool as exc:
+        print(
+            f"error: required program(s) not found on PATH: {exc}\n"
+            "install the toolchain: apt-get install gcc gcc-multilib clang lld binutils",
+            file=sys.stderr,
+        )
+        return 2
+    except BuildError as exc:
+        print(f"error: build failed:\n{exc}", file=sys.stderr)
+        return 1
+    print(
+        f"built {len(images)} images into {IMAGES_DIR.relative_to(ROOT)}, "
+        f"wrote {MANIFEST.relative_to(ROOT)}"
+    )
+    return 0
+
+
+def report_check(
+    images: list[BuiltImage], versions: dict[str, dict[str, str]], subset: bool
+) -> int:
+    if not MANIFEST.exists():
+        print(f"error: {MANIFEST.relative_to(ROOT)} does not exist", file=sys.stderr)
+        return 1
+    manifest = load_manifest()
+    problems = compare(images, manifest, subset)
+    if problems:
+        print("MISMATCH:\n  " + "\n  ".join(problems), file=sys.stderr)
+        for note in version_drift(manifest, versions):
+            print(f"note: {note} (different toolchains give different bytes)", file=sys.stderr)
+        return 1
+    print(f"OK: {len(images)} images match {MANIFEST.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
