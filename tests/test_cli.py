@@ -72,7 +72,9 @@ def test_schedule_for_another_image_is_refused(tmp_path, capsys):
     assert len(err) == 1 and "sha256" in err[0]
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"format": "other"}', '{"format": "vdsofuzz-schedule/1"}'])
+@pytest.mark.parametrize(
+    "content", ["{not json", '{"format": "other"}', '{"format": "vdsofuzz-schedule/1"}']
+)
 def test_malformed_schedule_is_refused(tmp_path, capsys, content):
     p = tmp_path / "s.json"
     p.write_text(content)

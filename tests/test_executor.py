@@ -21,7 +21,11 @@ def test_quiescent_reads_give_the_formula_at_the_tsc_read(make_executor, image):
     for r in run.reads:
         tsc_ops = [op for op in r.ops if op.kind in ("rdtsc", "rdtscp")]
         assert tsc_ops, "every reader reads the TSC"
-        pvti = run.current(f"pvti{r.vcpu}", r.end) if "percpu" in image else run.current("pvti0", r.end)
+        pvti = (
+            run.current(f"pvti{r.vcpu}", r.end)
+            if "percpu" in image
+            else run.current("pvti0", r.end)
+        )
         assert r.outcome == "value"
         # percpu also reads the TSC (rdtscp) for its cpu number: one of the reads is used
         used = [op for op in tsc_ops if pvclock_ns(pvti, op.arg) == r.value]
@@ -52,13 +56,15 @@ def test_each_step_executes_exactly_one_instruction(make_executor, image):
     ex = make_executor(image)
     cs = _cs(ex.image.bits)
     steps = []
-    ex.run(RandomWalk(3, preempt=0.3), observer=lambda k, d: steps.append(d) if k == "insn" else None)
+    ex.run(
+        RandomWalk(3, preempt=0.3), observer=lambda k, d: steps.append(d) if k == "insn" else None
+    )
     by_task: dict[int, list] = {}
     for task, _vcpu, _t, pc, before, after, _reads, _op in steps:
         by_task.setdefault(task, []).append((pc, before, after))
     checked = 0
     for seq in by_task.values():
-        for (pc, _b, _a), (nxt, _b2, _a2) in zip(seq, seq[1:]):
+        for (pc, _b, _a), (nxt, _b2, _a2) in zip(seq, seq[1:], strict=False):
             insn = next(cs.disasm(bytes(ex.uc.mem_read(pc, 16)), pc))
             if insn.group(1) or insn.group(2) or insn.group(3) or insn.mnemonic.startswith("j"):
                 continue  # jumps, calls, returns go elsewhere

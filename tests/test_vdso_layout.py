@@ -6,7 +6,9 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import shutil
 import struct
+import subprocess
 import time
 from pathlib import Path
 
@@ -161,3 +163,18 @@ def test_debian_debug_vdso_dwarf_agrees_with_profile(path: Path):
     assert "__vdso_clock_gettime" in layout.entry
     if layout.arch == "i386":
         assert "__vdso_clock_gettime64" in layout.entry
+
+
+@pytest.mark.skipif(not DEBIAN or not shutil.which("objcopy"), reason="needs samples + objcopy")
+@pytest.mark.parametrize("path", DEBIAN, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_stripped_debian_vdso_falls_back_to_the_same_layout(path: Path, tmp_path: Path):
+    stripped = tmp_path / path.name
+    subprocess.run(["objcopy", "--strip-all", str(path), str(stripped)], check=True)
+    full, bare = analyze(path), analyze(stripped)
+    assert bare.source == "profile" and bare.symbols == {}
+    assert bare.profile == full.profile
+    assert bare.data["vdso_data"] == full.data["vdso_data"]
+    assert bare.clock_stride == full.clock_stride
+    for name in ("vvar", "pvclock", "hvclock", "timens"):
+        assert bare.pages[name] == full.pages[name]
+    assert bare.entry["__vdso_clock_gettime"] == full.entry["__vdso_clock_gettime"]
