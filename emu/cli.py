@@ -203,6 +203,14 @@ def cmd_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_disasm(args: argparse.Namespace) -> int:
+    from emu.disasm import listing
+    from emu.image import load
+
+    sys.stdout.write(listing(load(args.image), args.host))
+    return 0
+
+
 def cmd_hosts(args: argparse.Namespace) -> int:
     from host_model.registry import HOSTS
 
@@ -258,6 +266,10 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("images", help="list the bundled reader images")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_images)
+    d = sub.add_parser("disasm", help="the reader's code, shared-page loads named by field")
+    d.add_argument("image", help="bundled image name or path")
+    d.add_argument("--host", default="kvm", help="host model for the annotating run")
+    d.set_defaults(func=cmd_disasm)
     h = sub.add_parser("hosts", help="list the host models and their parameters")
     h.set_defaults(func=cmd_hosts)
     return p

@@ -1,0 +1,77 @@
+"""Disassembly view: an image's code, with each shared-page load named by the field it reads.
+
+Loads with a fixed address are named statically; loads through a register are named from
+one quiescent stepping run, which records the field each instruction actually read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emu.decode import LOAD, _cs, scan
+from emu.executor import Executor
+from emu.image import PAGE, Image
+from emu.scenario import Scenario
+from emu.search.base import Default
+from host_model.pages import describe
+
+
+def _field(image: Image, rel: int) -> str:
+    for name, off in sorted(image.pages.items(), key=lambda kv: -kv[1]):
+        if rel >= off:
+            return describe(name, rel - off)
+    return f"{rel:#x}"
+
+
+def observed_fields(image: Image, host: str = "kvm") -> dict[int, set[str]]:
+    """Image-relative pc -> fields it read, from one quiescent run on one vCPU."""
+    ex = Executor(Scenario(image=image.name, host=host, host_params={"updates": 0},
+                           vcpus=1, reads=1), image)
+    base = ex.machine.layout.base
+    pages = sorted((a, n) for n, a in ex.machine.layout.pages.items())
+    seen: dict[int, set[str]] = {}
+
+    def observe(kind: str, data: Any) -> None:
+        if kind != "insn":
+            return
+        pc, reads = data[3], data[6]
+        for addr, _size, _raw in reads:
+            name = next((n for a, n in reversed(pages) if addr >= a), "?")
+            start = dict((n, a) for a, n in pages)[name]
+            seen.setdefault(pc - base, set()).add(describe(name, addr - start))
+
+    ex.run(Default(), observer=observe)
+    return seen
+
+
+def listing(image: Image, host: str = "kvm") -> str:
+    """The image's code as text, loads annotated, symbols as labels."""
+    cs = _cs(image.bits)
+    lo, hi = image.pages and (min(image.pages.values()), max(image.pages.values()) + PAGE)
+    sites = {s.addr: s for s in scan(image, (lo, hi))}
+    try:
+        dynamic = observed_fields(image, host)
+    except Exception:  # a reader that cannot run still deserves a listing
+        dynamic = {}
+    labels: dict[int, list[str]] = {}
+    for name, value in image.symbols.items():
+        if value >= 0 and not name.startswith("$"):
+            labels.setdefault(value, []).append(name)
+    out = [f"{image.name} ({image.arch}), entry {image.entry_name} at {image.entry:#x}",
+           "pages: " + ", ".join(f"{n}_page={off:#x}" for n, off in sorted(image.pages.items()))]
+    for start, end in image.text:
+        for i in cs.disasm(image.read(start, end - start), start):
+            for label in sorted(labels.get(i.address, [])):
+                out.append(f"\n{label}:")
+            text = f"{i.mnemonic} {i.op_str}".strip()
+            note = ""
+            site = sites.get(i.address)
+            if site is not None and site.kind == LOAD and site.mem.fixed is not None:
+                note = _field(image, site.mem.fixed)
+            elif i.address in dynamic:
+                note = ", ".join(sorted(dynamic[i.address]))
+            elif site is not None and site.kind != LOAD:
+                note = site.kind
+            line = f"  {i.address:8x}:  {i.bytes.hex():<22} {text}"
+            out.append(f"{line:<72} ; {note}" if note else line)
+    return "\n".join(out) + "\n"
