@@ -7,6 +7,7 @@ interleaving a human wants to read.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,7 +64,5 @@ def search(
         if run_one(Plan(plan)):
             raise _Stop
 
-    try:
+    with contextlib.suppress(_Stop):
         test()
-    except _Stop:
-        pass
