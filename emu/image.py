@@ -113,26 +113,41 @@ def resolve(spec: str) -> tuple[Path, str, dict[str, Any]]:
     )
 
 
-def load(spec: str | Path) -> Image:
-    """Load an image by bundled name, alias or path; raises ImageError with a one-line reason."""
+def load(spec: str | Path, cpu: str | None = None) -> Image:
+    """Load an image by bundled name, alias or path (an ELF reader, a real vDSO, or a
+    `vdsofuzz dump-vdso` directory); `cpu` picks the alternatives of a real vDSO.
+    Raises ImageError with a one-line reason."""
     if isinstance(spec, Path):
         path, name, entry = spec, spec.name, {}
     else:
         path, name, entry = resolve(spec)
     if path.is_dir():
-        raise ImageError(f"{path}: is a directory, not an ELF image")
+        if (path / "dump.json").exists():
+            from emu.realvdso import load_dump_dir
+
+            return load_dump_dir(path, name=name, cpu=cpu)
+        raise ImageError(f"{path}: is a directory, not an ELF image or a dump-vdso directory")
     try:
         data = path.read_bytes()
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror})") from None
-    image = parse(data, name=name, path=path)
+    image = parse(data, name=name, path=path, cpu=cpu)
     if entry:
         image.info.update(entry)
     return image
 
 
-def parse(data: bytes, *, name: str = "image", path: Path | None = None) -> Image:
-    """Parse ELF bytes into an Image; every failure is an ImageError naming the cause."""
+def parse(
+    data: bytes,
+    *,
+    name: str = "image",
+    path: Path | None = None,
+    cpu: str | None = None,
+    _real: bool = True,
+) -> Image:
+    """Parse ELF bytes into an Image; every failure is an ImageError naming the cause.
+    A real vDSO (no `vdsofuzz_read`, exports `__vdso_clock_gettime`) goes through
+    `emu.realvdso` (layout analysis, alternatives for `cpu`)."""
     if data[:4] != b"\x7fELF":
         raise ImageError(f"{name}: not an ELF file (it starts with {data[:4]!r})")
     try:
@@ -161,12 +176,18 @@ def parse(data: bytes, *, name: str = "image", path: Path | None = None) -> Imag
             pages[sym.removesuffix("_page")] = _signed(symbols[sym], arch)
     if BLOB_ENTRY in symbols:
         entry_name = BLOB_ENTRY
+    elif not _real:
+        entry_name = ""
+    elif _is_vdso(symbols):
+        from emu.realvdso import load_real
+
+        return load_real(data, name=name, path=path, cpu=cpu)
     else:
         raise ImageError(
             f"{name}: no `{BLOB_ENTRY}` symbol; a project reader exports "
             f"`uint64_t {BLOB_ENTRY}(void)` (real vDSOs need the unstripped vdso64.so)"
         )
-    if "pvclock" not in pages and "hvclock" not in pages:
+    if _real and "pvclock" not in pages and "hvclock" not in pages:
         raise ImageError(
             f"{name}: no `pvclock_page` or `hvclock_page` symbol; link with vdso_blobs/vdso.lds"
         )
@@ -175,13 +196,19 @@ def parse(data: bytes, *, name: str = "image", path: Path | None = None) -> Imag
         arch=arch,
         sha256=hashlib.sha256(data).hexdigest(),
         segments=segments,
-        entry=symbols[entry_name],
+        entry=symbols.get(entry_name, 0),
         entry_name=entry_name,
         pages=pages,
         symbols={k: _signed(v, arch) for k, v in symbols.items()},
         text=text,
         path=path,
     )
+
+
+def _is_vdso(symbols: dict[str, int]) -> bool:
+    from emu.realvdso import is_vdso
+
+    return is_vdso(symbols)
 
 
 def _signed(value: int, arch: str) -> int:

@@ -65,8 +65,11 @@ class Layout:
 class Machine:
     """Unicorn plumbing for one image: memory, stacks, register access, entry contexts."""
 
-    def __init__(self, image: Image, tasks: int) -> None:
+    def __init__(self, image: Image, tasks: int, clock: str | int = "CLOCK_MONOTONIC") -> None:
+        from emu.abi import make_abi
+
         self.image = image
+        self.abi = make_abi(image, EXIT_ADDR, clock)
         self.bits = image.bits
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64 if self.bits == 64 else UC_MODE_32)
         self.tasks = tasks
@@ -77,10 +80,7 @@ class Machine:
         self.layout = Layout(base, pages, (lo, hi))
         self.uc.mem_map(lo, hi - lo, UC_PROT_READ)
         self._zero_pages = bytes(hi - lo)
-        word = image.bits // 8
-        top = bytearray(STACK_CLEAR)
-        top[STACK_CLEAR - 64 - word : STACK_CLEAR - 64] = EXIT_ADDR.to_bytes(word, "little")
-        self._stack_top = bytes(top)
+        self._stack_tops = [self._stack_template(i) for i in range(tasks)]
         span_lo, span_hi = image.span
         start = base + (span_lo & ~(PAGE - 1))
         size = ((base + span_hi + PAGE - 1) & ~(PAGE - 1)) - start
@@ -113,15 +113,34 @@ class Machine:
         self._val.value = value
         self._lib.uc_reg_write(self._h, reg_id, self._ref)
 
+    def _frame_top(self, task: int) -> int:
+        return STACK_BASE + STACK_SIZE * (task + 1) - 64
+
+    def _frame(self, task: int) -> tuple[int, bytes]:
+        """(entry sp, the call frame's bytes: return address then the ABI's stack arguments)."""
+        word = self.image.bits // 8
+        words = self.abi.frame(task, self._frame_top(task))
+        # The return address sits one word below the top, as before; arguments go below the
+        # frame top too, so the frame ends at the top.
+        sp = self._frame_top(task) - word * len(words)
+        return sp, b"".join(w.to_bytes(word, "little") for w in words)
+
+    def _stack_template(self, task: int) -> bytes:
+        top = bytearray(STACK_CLEAR)
+        sp, frame = self._frame(task)
+        at = sp - (STACK_BASE + STACK_SIZE * (task + 1) - STACK_CLEAR)
+        top[at : at + len(frame)] = frame
+        return bytes(top)
+
     def _make_entry(self, task: int) -> object:
         """The CPU context at the call of the entry function, for `task`'s stack."""
         uc = self.uc
         for r in self.reg_ids:
             uc.reg_write(r, 0)
-        top = STACK_BASE + STACK_SIZE * (task + 1) - 64
-        word = self.bits // 8
-        sp = top - word
-        uc.mem_write(sp, EXIT_ADDR.to_bytes(word, "little"))
+        sp, frame = self._frame(task)
+        uc.mem_write(sp, frame)
+        for r, v in self.abi.regs(task, self._frame_top(task)).items():
+            uc.reg_write(r, v)
         uc.reg_write(self.sp, sp)
         uc.reg_write(self.pc, self.entry)
         uc.reg_write(ux.UC_X86_REG_EFLAGS, 0x202)
@@ -136,19 +155,15 @@ class Machine:
         self.uc.mem_write(lo, pages if pages is not None else self._zero_pages)
         for task in range(self.tasks):
             top = STACK_BASE + STACK_SIZE * (task + 1)
-            self.uc.mem_write(top - STACK_CLEAR, self._stack_top)
+            self.uc.mem_write(top - STACK_CLEAR, self._stack_tops[task])
 
     def write(self, addr: int, data: bytes) -> None:
         self.uc.mem_write(addr, data)
 
-    def result(self) -> int:
-        """The entry function's 64-bit return value (rax, or edx:eax on i386)."""
-        uc = self.uc
-        if self.bits == 64:
-            return uc.reg_read(ux.UC_X86_REG_RAX)
-        lo = uc.reg_read(ux.UC_X86_REG_EAX) & 0xFFFFFFFF
-        hi = uc.reg_read(ux.UC_X86_REG_EDX) & 0xFFFFFFFF
-        return hi << 32 | lo
+    def result(self, task: int = 0) -> int:
+        """The read's 64-bit result by the image's ABI (rax or edx:eax for project readers,
+        the timespec in ns for `__vdso_clock_gettime`)."""
+        return self.abi.result(self.uc, task, self._frame_top(task))
 
     def regs(self) -> dict[str, int]:
         uc = self.uc

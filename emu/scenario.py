@@ -28,6 +28,10 @@ class Scenario:
     task_migration: bool = False
     #: `rdtsc` with no fence since the last shared-page load may return an earlier TSC.
     speculative_tsc: bool = False
+    #: Real vDSOs: the CPU whose `.altinstructions` are applied ("" = this machine's).
+    cpu: str = ""
+    #: Real vDSOs: the clock id `__vdso_clock_gettime` is called with.
+    clock: str = "CLOCK_MONOTONIC"
 
     def __post_init__(self) -> None:
         if self.vcpus < 1 or self.vcpus > 64:

@@ -1,0 +1,105 @@
+"""Real kernel vDSO images (`vdso64.so`/`vdso32.so`, or a `dump-vdso` directory) as Images.
+
+The layout (pages, `vdso_data` shape) comes from `emu.vdso_layout`; `.altinstructions` are
+applied for the chosen `--cpu`; the entry is `__vdso_clock_gettime` (i386:
+`__vdso_clock_gettime64` when present) called by `emu.abi.ClockGettimeAbi`; the host side
+fills `vdso_data` through `host_model.vdso_data` so the pvclock path is taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from emu.alternatives import CPU_CHOICES, apply_alternatives, default_cpu
+from emu.errors import ImageError
+from emu.vdso_layout import CS_HRES_COARSE, CS_RAW, VdsoLayout, analyze
+from host_model.vdso_data import VdsoDataSpec
+
+#: Dynamic symbols that make an ELF a vDSO rather than a project reader.
+VDSO_MARKERS = ("__vdso_clock_gettime", "__vdso_clock_gettime64", "__vdso_gettimeofday")
+
+
+def is_vdso(symbols: dict[str, int]) -> bool:
+    return any(m in symbols for m in VDSO_MARKERS)
+
+
+def entry_of(layout: VdsoLayout) -> tuple[str, int]:
+    if layout.arch == "i386" and "__vdso_clock_gettime64" in layout.entry:
+        return "__vdso_clock_gettime64", layout.entry["__vdso_clock_gettime64"]
+    return layout.clock_gettime
+
+
+def _page_of(layout: VdsoLayout, addr: int) -> tuple[str, int]:
+    best = None
+    for name, off in layout.pages.items():
+        if off <= addr and (best is None or off > best[1]):
+            best = (name, off)
+    if best is None:
+        raise ImageError(f"vdso_data at {addr:#x} is below every clock page")
+    return best
+
+
+def data_spec(layout: VdsoLayout) -> VdsoDataSpec:
+    """The clock records (CS_HRES_COARSE, CS_RAW) as offsets in the page that holds them."""
+    first = layout.data["vdso_data"] + CS_HRES_COARSE * layout.clock_stride
+    page, off = _page_of(layout, first)
+    recs = tuple(
+        layout.data["vdso_data"] + cs * layout.clock_stride - off for cs in (CS_HRES_COARSE, CS_RAW)
+    )
+    fields = {k: (f.offset, f.size, f.count, f.stride) for k, f in layout.vdso_data.fields.items()}
+    return VdsoDataSpec(page, recs, fields, layout.vdso_data.size, layout.clock_mode_pvclock)
+
+
+def load_real(data: bytes, *, name: str, path: Path | None, cpu: str | None = None,
+              layout: VdsoLayout | None = None):
+    """A real vDSO's bytes -> Image, alternatives applied for `cpu` (default: this CPU's)."""
+    from emu import image as img
+
+    if layout is None:
+        layout = analyze(path if path is not None and path.is_file() else data)
+    cpu = cpu or default_cpu()
+    if cpu not in CPU_CHOICES:
+        raise ImageError(f"unknown --cpu {cpu!r}: choose one of {', '.join(CPU_CHOICES)}")
+    alt = apply_alternatives(data, cpu, kernel_version=layout.kernel_version)
+    patched = alt.data
+    base = img.parse(patched, name=name, path=path, _real=False)
+    entry_name, entry = entry_of(layout)
+    info = {
+        "abi": "clock_gettime",
+        "cpu": cpu,
+        "alternatives": [
+            {"site": p.address, "feature": p.feature, "old": p.old.hex(), "new": p.new.hex()}
+            for p in alt.patches
+        ],
+        "alt_warnings": list(alt.warnings),
+        "layout_source": layout.source,
+        "layout_profile": layout.profile,
+        "layout_reason": layout.reason,
+        "kernel_version": layout.kernel_version,
+        "vdso_data": data_spec(layout),
+        "layout": layout,
+        "original_sha256": hashlib.sha256(data).hexdigest(),
+    }
+    return img.Image(
+        name=name,
+        arch=base.arch,
+        sha256=hashlib.sha256(data).hexdigest(),
+        segments=base.segments,
+        entry=entry,
+        entry_name=entry_name,
+        pages=dict(layout.pages),
+        symbols=base.symbols,
+        text=base.text,
+        path=path,
+        info=info,
+    )
+
+
+def load_dump_dir(directory: Path, *, name: str, cpu: str | None = None):
+    """A `vdsofuzz dump-vdso` directory -> Image (the running kernel already patched the
+    alternatives; re-applying them for `cpu` keeps or refuses the kernel's choice)."""
+    from emu.vdso_dump import load_dump
+
+    data, layout = load_dump(directory)
+    return load_real(data, name=name, path=directory, cpu=cpu, layout=layout)

@@ -1,0 +1,104 @@
+"""The guest kernel's `vdso_data` (time page) as the host model presents it to a real vDSO.
+
+A real `__vdso_clock_gettime` computes, inside its `seq` loop over the clock record
+(lib/vdso/gettimeofday.c `do_hres` / `vdso_calc_ns`):
+
+    cycles = vread_pvclock()                       # clock_mode == PVCLOCK: pvclock ns
+    ns     = ((cycles - cycle_last) * mult + basetime[clk].nsec) >> shift
+    ts     = basetime[clk].sec + ns
+
+We publish the identity transform -- mult = 1, shift = 0, cycle_last = 0, basetime = {0, 0},
+mask = max_cycles = U64_MAX (so neither the 6.10+ overflow guard nor the 5.x-6.9 x86
+`cycles > last` clamp changes anything) -- so the timespec the vDSO returns is exactly the
+pvclock time, and the consistent oracle can judge it against the published pvti records.
+
+Pure: the record layout comes in as a plain dict of field offsets (from DWARF or a profile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from host_model.base import HostStep, PageWrite
+
+U64_MAX = (1 << 64) - 1
+#: `enum vdso_clock_mode` value of VDSO_CLOCKMODE_PVCLOCK (x86).
+CLOCK_MODE_PVCLOCK = 2
+
+
+@dataclass(frozen=True)
+class VdsoDataSpec:
+    """Where the clock records are and what they look like.
+
+    `records` are the byte offsets, within page `page`, of the clock records to fill
+    (CS_HRES_COARSE and CS_RAW); `fields` maps a member name to (offset, size, count, stride)
+    within one record; `size` is the record size.
+    """
+
+    page: str
+    records: tuple[int, ...]
+    fields: dict[str, tuple[int, int, int, int]]
+    size: int
+    clock_mode: int = CLOCK_MODE_PVCLOCK
+
+
+def identity_values(clock_mode: int = CLOCK_MODE_PVCLOCK) -> dict[str, int]:
+    """Scalar member values of the identity transform (basetime entries are all zero)."""
+    return {
+        "seq": 0,
+        "clock_mode": clock_mode,
+        "cycle_last": 0,
+        "max_cycles": U64_MAX,
+        "mask": U64_MAX,
+        "mult": 1,
+        "shift": 0,
+    }
+
+
+def pack_record(spec: VdsoDataSpec, values: dict[str, int] | None = None) -> bytes:
+    """One clock record as bytes: `values` (default: the identity) at the spec's offsets."""
+    vals = identity_values(spec.clock_mode) if values is None else values
+    buf = bytearray(spec.size)
+    for name, value in vals.items():
+        f = spec.fields.get(name)
+        if f is None:
+            continue
+        off, size, count, _stride = f
+        if count != 1 or size not in (1, 2, 4, 8):
+            continue
+        buf[off : off + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+    return bytes(buf)
+
+
+def expected_ns(
+    pvclock_ns: int, values: dict[str, int] | None = None, base: tuple[int, int] = (0, 0)
+) -> int:
+    """What the vDSO returns (as ns) for a pvclock value, by the kernel's formula."""
+    v = identity_values() if values is None else values
+    delta = (pvclock_ns - v["cycle_last"]) & v["mask"]
+    sec, nsec_shifted = base
+    ns = (delta * v["mult"] + nsec_shifted) >> v["shift"]
+    return sec * 1_000_000_000 + ns
+
+
+def setup_writes(spec: VdsoDataSpec) -> tuple[PageWrite, ...]:
+    """The stores that put every clock record in place before the guest runs."""
+    rec = pack_record(spec)
+    return tuple(
+        PageWrite(spec.page, off, rec, f"vdso_data[{i}]", 0, spec.clock_mode)
+        for i, off in enumerate(spec.records)
+    )
+
+
+def with_vdso_data(step: HostStep, spec: VdsoDataSpec | None) -> HostStep:
+    """`step` (a host's setup) with the vdso_data records written first."""
+    if spec is None:
+        return step
+    return HostStep(
+        step.label,
+        writes=setup_writes(spec) + step.writes,
+        publish=step.publish,
+        park=step.park,
+        unpark=step.unpark,
+        tsc=step.tsc,
+    )

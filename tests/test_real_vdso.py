@@ -1,0 +1,173 @@
+"""Real kernel vDSOs as images: this machine's own `[vdso]` (dumped at test time), driven
+through `__vdso_clock_gettime` into the pvclock path; the Debian debug-package images when
+they happen to be present (never required)."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pytest
+
+from emu.abi import ClockGettimeAbi, clock_id
+from emu.campaign import Campaign
+from emu.cli import main
+from emu.executor import Executor
+from emu.image import load
+from emu.oracles import judge
+from emu.scenario import Scenario
+from emu.search.base import Default
+from emu.search.random import RandomWalk
+from emu.vdso_dump import dump_running_vdso, read_maps
+from emu.vdso_layout import PROFILE_BY_NAME
+from host_model.base import HostModel
+from host_model.kvm import Kvm
+from host_model.registry import HOSTS
+from host_model.vdso_data import VdsoDataSpec, expected_ns, identity_values, pack_record
+from host_model.writer import legacy_copy, snapshot
+
+running = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.machine() != "x86_64" or "[vdso]" not in read_maps(),
+    reason="needs a running x86-64 Linux kernel with a vDSO",
+)
+SAMPLES = Path("/work/vdso-samples")
+SAMPLE_IMAGES = sorted(SAMPLES.glob("deb-*/vdso*.so")) if SAMPLES.exists() else []
+
+
+@pytest.fixture(scope="module")
+def dump(tmp_path_factory) -> Path:
+    return dump_running_vdso(tmp_path_factory.mktemp("vdso"))
+
+
+class _LegacyCopy(Kvm):
+    """Stand-in for the registry's `kvm-legacy-copy` when it is not there yet."""
+
+    name = "kvm-legacy-copy"
+
+    def update(self, view, vcpu):
+        old = self.pvti[vcpu]
+        new = snapshot(view.clock, vcpu, view.t, version=old.version)
+        for step in legacy_copy(vcpu, old, new):
+            yield step
+            if step.publish:
+                self.pvti[vcpu] = step.publish[0].snapshot
+
+
+@pytest.fixture
+def legacy_host(monkeypatch) -> type[HostModel]:
+    if "kvm-legacy-copy" not in HOSTS:
+        monkeypatch.setitem(HOSTS, "kvm-legacy-copy", _LegacyCopy)
+    return HOSTS["kvm-legacy-copy"]
+
+
+def _quiescent(spec: str, image, clock: str = "CLOCK_MONOTONIC", cpu: str = "") -> None:
+    sc = Scenario(image=spec, host="kvm", host_params={"updates": 0}, vcpus=1, reads=3,
+                  cpu=cpu, clock=clock)
+    run = Executor(sc, image).run(Default())
+    assert judge(run, sc) == []
+    assert [r.outcome for r in run.reads] == ["value"] * 3
+    pvti = run.history["pvti0"][-1][1]
+    for r in run.reads:
+        assert "pvti0" in r.keys
+        # The value is the pvclock formula at one instant of the read, through the identity
+        # vdso_data transform.
+        ok = {expected_ns(pvti.ns_at(run.clock.tsc(0, t))) for t in range(r.start, r.end + 1)}
+        assert r.value in ok
+        assert run.clock.ns(r.start) - 1 <= r.value <= run.clock.ns(r.end)
+
+
+# --- pure parts -------------------------------------------------------------------------
+
+
+def test_clock_ids():
+    assert clock_id("CLOCK_MONOTONIC") == 1
+    assert clock_id("monotonic_raw") == 4
+    assert clock_id("REALTIME") == 0
+    with pytest.raises(ValueError, match="unknown clock"):
+        clock_id("CLOCK_BOGUS")
+
+
+def test_vdso_data_record_packs_identity_transform():
+    prof = PROFILE_BY_NAME["linux-6.10-6.12"]
+    fields = {k: (f.offset, f.size, f.count, f.stride) for k, f in prof.clock.fields.items()}
+    spec = VdsoDataSpec("vvar", (0x80, 0x80 + prof.clock_stride), fields, prof.clock.size)
+    rec = pack_record(spec)
+    assert len(rec) == prof.clock.size
+    assert int.from_bytes(rec[0:4], "little") == 0  # seq even
+    assert int.from_bytes(rec[4:8], "little") == 2  # VDSO_CLOCKMODE_PVCLOCK
+    assert int.from_bytes(rec[16:24], "little") == (1 << 64) - 1  # max_cycles
+    assert int.from_bytes(rec[32:36], "little") == 1  # mult
+    assert expected_ns(1_234_567_890_123) == 1_234_567_890_123
+    v = dict(identity_values(), mult=4, shift=2, cycle_last=100)
+    assert expected_ns(1100, v, base=(1, 0)) == 1_000_000_000 + 1000
+
+
+def test_timespec_abi_reads_64_and_32_bit():
+    assert ClockGettimeAbi(64, 0, "CLOCK_MONOTONIC", True).frame(0, 0x1000) == [0]
+    abi32 = ClockGettimeAbi(32, 7, "CLOCK_REALTIME", False)
+    assert abi32.frame(0, 0x1000) == [7, 0, 0x1000 + ClockGettimeAbi.TS_OFFSET]
+
+
+# --- this machine's vDSO ----------------------------------------------------------------
+
+
+@running
+def test_dump_vdso_cli(tmp_path, capsys):
+    assert main(["dump-vdso", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "__vdso_clock_gettime" in out and "pvclock@" in out
+
+
+@running
+@pytest.mark.parametrize("clock", ["CLOCK_MONOTONIC", "CLOCK_MONOTONIC_RAW", "CLOCK_REALTIME"])
+def test_running_vdso_quiescent_reads_match_formula(dump, clock):
+    image = load(dump)
+    assert image.info["abi"] == "clock_gettime"
+    assert "vvar" in image.pages and "pvclock" in image.pages
+    _quiescent(str(dump), image, clock)
+
+
+@running
+def test_running_vdso_kvm_has_no_violation(dump):
+    sc = Scenario(image=str(dump), host="kvm", host_params={"updates": 2}, vcpus=2, reads=2)
+    camp = Campaign(sc)
+    outcomes = set()
+    for i in range(300):
+        run, violations = camp.run(RandomWalk(i, 0.3))
+        assert violations == [], (i, violations[0].message)
+        outcomes |= {r.outcome for r in run.reads}
+    assert outcomes == {"value"}
+
+
+@running
+def test_running_vdso_legacy_copy_is_caught(dump, legacy_host):
+    params = {"updates": 2}
+    if any(p.name == "park" for p in legacy_host.params):
+        params["park"] = 0
+    sc = Scenario(image=str(dump), host="kvm-legacy-copy", host_params=params, vcpus=2, reads=2)
+    out = Campaign(sc).fuzz(strategy="random", seed=0, max_schedules=3000)
+    assert out.finding is not None
+    assert out.finding.oracle in ("consistent", "monotonic")
+
+
+@running
+def test_stripped_vdso_without_profile_exits_2(dump, tmp_path, capsys):
+    data = (dump / "vdso.so").read_bytes()
+    bad = tmp_path / "noversion.so"
+    bad.write_bytes(data.replace(b"Linux\0", b"Xinux\0"))  # no version note, no symbols
+    assert main(["disasm", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "stripped vDSO" in err and "dump-vdso" in err
+
+
+# --- distribution images, when present (checked by hand; CI has none) -------------------
+
+
+@pytest.mark.skipif(not SAMPLE_IMAGES, reason="no /work/vdso-samples on this machine")
+@pytest.mark.parametrize("path", SAMPLE_IMAGES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("cpu", ["rdtscp", "lfence", "plain"])
+def test_debian_images_quiescent(path, cpu):
+    image = load(str(path), cpu=cpu)
+    assert image.info["layout_source"] == "dwarf"
+    _quiescent(str(path), image, cpu=cpu)
