@@ -38,6 +38,10 @@ def _match(run: Run, read: Read) -> tuple[int, object] | None:
     return None
 
 
+def _clock_keys(run: Run, read: Read) -> str:
+    return ", ".join(sorted(k for k in read.keys if k in run.history)) or "any clock page"
+
+
 def judge(run: Run, scenario: Scenario) -> list[Violation]:
     """All violations of the scenario's oracles, in a fixed order (first is the verdict)."""
     on = set(scenario.oracles)
@@ -57,7 +61,7 @@ def judge(run: Run, scenario: Scenario) -> list[Violation]:
                     Violation(
                         "consistent",
                         f"{r.label} returned {r.value} (t={r.start}..{r.end}), which no published "
-                        f"record of {', '.join(sorted(r.keys)) or 'any clock page'} gives with the "
+                        f"record of {_clock_keys(run, r)} gives with the "
                         f"vCPU's TSC at any instant of the read (a torn or mis-timed read)",
                         (r.label,),
                     )

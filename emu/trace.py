@@ -13,6 +13,7 @@ from typing import Any
 
 from emu.decode import _cs
 from emu.executor import Executor
+from emu.lines import read_lines
 from emu.oracles import Violation, judge
 from emu.run import HostEvent, Op, Read, Run
 from emu.schedule import Schedule
@@ -33,6 +34,8 @@ class Step:
     mem: list[tuple[str, int]] = field(default_factory=list)
     visible: bool = False
     mark: str = ""
+    #: `file:line` from the image's DWARF, when it has any.
+    source: str = ""
 
 
 @dataclass
@@ -45,7 +48,11 @@ class Trace:
     def text(self) -> str:
         out = list(self.header)
         out.append(f"{'t':>5}  {'who':<9} {'address':<24} {'instruction':<40} effects")
+        last: dict[str, str] = {}
         for s in self.steps:
+            if s.source and last.get(s.who) != s.source:
+                out.append(f"{'':>5}  {s.who:<9} {'':<24} ; {s.source}")
+                last[s.who] = s.source
             out.append(_line(s))
         if self.violations:
             out.append("")
@@ -71,6 +78,21 @@ def _line(s: Step) -> str:
     return f"{s.t:>5}{vis} {s.who:<9} {s.where:<24} {s.text:<40} {' '.join(eff)}".rstrip()
 
 
+def _vdso_field(spec: Any, page: str, offset: int) -> str:
+    """`vdso_data[0].seq` for a byte of a real vDSO's clock record, else ''."""
+    if spec is None or page != spec.page:
+        return ""
+    for i, start in enumerate(spec.records):
+        rel = offset - start
+        if 0 <= rel < spec.size:
+            for name, (off, size, count, stride) in spec.fields.items():
+                span = size if count == 1 else count * stride
+                if off <= rel < off + max(span, 1):
+                    sub = f"[{(rel - off) // stride}]" if count > 1 and stride else ""
+                    return f"vdso_data[{i}].{name}{sub}"
+    return ""
+
+
 def trace(schedule: Schedule, executor: Executor) -> Trace:
     """Replay `schedule` in stepping mode and collect its trace."""
     image = executor.image
@@ -78,11 +100,14 @@ def trace(schedule: Schedule, executor: Executor) -> Trace:
     cs = _cs(image.bits)
     pages = sorted((a, n) for n, a in executor.machine.layout.pages.items())
     steps: list[Step] = []
+    lines = read_lines(path=image.path)
+
+    spec = image.info.get("vdso_data")
 
     def field_name(addr: int) -> str:
         for start, name in reversed(pages):
             if addr >= start:
-                return describe(name, addr - start)
+                return _vdso_field(spec, name, addr - start) or describe(name, addr - start)
         return f"{addr:#x}"
 
     def observe(kind: str, data: Any) -> None:
@@ -112,6 +137,7 @@ def trace(schedule: Schedule, executor: Executor) -> Trace:
                     regs,
                     mem,
                     visible=op is not None,
+                    source=lines.at(pc - base),
                 )
             )
 

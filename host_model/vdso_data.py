@@ -7,10 +7,12 @@ A real `__vdso_clock_gettime` computes, inside its `seq` loop over the clock rec
     ns     = ((cycles - cycle_last) * mult + basetime[clk].nsec) >> shift
     ts     = basetime[clk].sec + ns
 
-We publish the identity transform -- mult = 1, shift = 0, cycle_last = 0, basetime = {0, 0},
-mask = max_cycles = U64_MAX (so neither the 6.10+ overflow guard nor the 5.x-6.9 x86
-`cycles > last` clamp changes anything) -- so the timespec the vDSO returns is exactly the
-pvclock time, and the consistent oracle can judge it against the published pvti records.
+We publish an identity transform anchored at boot -- mult = 1, shift = 0, cycle_last = the
+model's boot time (a whole number of seconds), basetime = {boot seconds, 0}, mask =
+max_cycles = U64_MAX (so the 6.10+ overflow guard never fires) -- so the timespec the vDSO
+returns is exactly the pvclock time, and the consistent oracle can judge it against the
+published pvti records. Anchoring at boot keeps `ns` small, so the kernel's
+`__iter_div_u64_rem` loop runs a few times, not once per second of uptime.
 
 Pure: the record layout comes in as a plain dict of field offsets (from DWARF or a profile).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from host_model.base import HostStep, PageWrite
+from host_model.clock import BOOT_NS, NS_PER_S
 
 U64_MAX = (1 << 64) - 1
 #: `enum vdso_clock_mode` value of VDSO_CLOCKMODE_PVCLOCK (x86).
@@ -47,7 +50,7 @@ def identity_values(clock_mode: int = CLOCK_MODE_PVCLOCK) -> dict[str, int]:
     return {
         "seq": 0,
         "clock_mode": clock_mode,
-        "cycle_last": 0,
+        "cycle_last": BOOT_NS - BOOT_NS % NS_PER_S,
         "max_cycles": U64_MAX,
         "mask": U64_MAX,
         "mult": 1,
@@ -67,11 +70,19 @@ def pack_record(spec: VdsoDataSpec, values: dict[str, int] | None = None) -> byt
         if count != 1 or size not in (1, 2, 4, 8):
             continue
         buf[off : off + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+    base = spec.fields.get("basetime")
+    if base is not None and values is None:
+        off, _size, count, stride = base
+        sec = (BOOT_NS // NS_PER_S).to_bytes(8, "little")
+        for i in range(count):
+            buf[off + i * stride : off + i * stride + 8] = sec
     return bytes(buf)
 
 
 def expected_ns(
-    pvclock_ns: int, values: dict[str, int] | None = None, base: tuple[int, int] = (0, 0)
+    pvclock_ns: int,
+    values: dict[str, int] | None = None,
+    base: tuple[int, int] = (BOOT_NS // NS_PER_S, 0),
 ) -> int:
     """What the vDSO returns (as ns) for a pvclock value, by the kernel's formula."""
     v = identity_values() if values is None else values

@@ -1,0 +1,72 @@
+"""Source lines from DWARF appear in traces of images built with -g."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from emu.executor import Executor
+from emu.image import BLOBS_DIR, load
+from emu.lines import read_lines
+from emu.scenario import Scenario
+from emu.schedule import Schedule
+from emu.trace import trace
+
+SRC = """
+extern volatile unsigned int pvclock_page[] __attribute__((visibility("hidden")));
+unsigned long long vdsofuzz_read(void)
+{
+    unsigned int v = pvclock_page[0];
+    return v;
+}
+"""
+
+
+def _build(tmp_path: Path) -> Path:
+    cc = shutil.which("gcc")
+    assert cc, "gcc is needed (.ci/run installs it)"
+    src = tmp_path / "reader.c"
+    src.write_text(SRC)
+    out = tmp_path / "reader.so"
+    subprocess.run(
+        [
+            cc,
+            "-g",
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-nostdlib",
+            "-fno-asynchronous-unwind-tables",
+            "-fcf-protection=none",
+            "-Wl,--build-id=none",
+            "-Wl,--hash-style=both",
+            f"-Wl,-T,{BLOBS_DIR / 'vdso.lds'}",
+            "-o",
+            str(out),
+            str(src),
+        ],
+        check=True,
+    )
+    return out
+
+
+def test_line_table_maps_the_load_to_its_c_line(tmp_path):
+    path = _build(tmp_path)
+    image = load(path)
+    lines = read_lines(path=path)
+    assert lines.at(image.entry).startswith("reader.c:")
+    # the load of pvclock_page[0] is line 5 of SRC
+    assert any(row == "reader.c:5" for row in lines.rows)
+
+
+def test_trace_shows_source_lines(tmp_path):
+    path = _build(tmp_path)
+    sc = Scenario(image=str(path), host_params={"updates": 0}, vcpus=1, reads=1)
+    ex = Executor(sc)
+    text = trace(Schedule(sc, ex.image.sha256), ex).text()
+    assert "; reader.c:5" in text
+
+
+def test_blob_without_dwarf_has_no_lines():
+    assert read_lines(path=load("modern").path).rows == ()
