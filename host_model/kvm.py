@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from host_model.base import HostModel, HostStep, HostView, Param, TscChange
+from host_model.pvti import Pvti
 from host_model.writer import initial_writes, seqlock_update, snapshot
 
 
@@ -28,6 +29,10 @@ class Kvm(HostModel):
         self.pvti = [snapshot(view.clock, v, view.t, version=2) for v in range(view.vcpus)]
         return initial_writes(self.pvti)
 
+    def write(self, vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
+        """The stores that publish `new` over `old` in `vcpu`'s slot (subclasses change this)."""
+        return seqlock_update(vcpu, old, new)
+
     def targets(self, view: HostView) -> list[int]:
         return list(range(view.vcpus)) if self.vcpu < 0 else [self.vcpu % view.vcpus]
 
@@ -43,7 +48,7 @@ class Kvm(HostModel):
             )
         old = self.pvti[vcpu]
         new = snapshot(view.clock, vcpu, view.t, version=old.version)
-        for step in seqlock_update(vcpu, old, new):
+        for step in self.write(vcpu, old, new):
             yield step
             if step.publish:
                 self.pvti[vcpu] = step.publish[0].snapshot

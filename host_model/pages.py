@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from host_model import hyperv
 from host_model.pvti import PVTI_SIZE, PVTI_SLOT, field_at
 
 #: Page name -> [(offset, size, field name)] for pages with a single fixed record.
-RECORDS: dict[str, list[tuple[int, int, str]]] = {}
+RECORDS: dict[str, list[tuple[int, int, str]]] = {
+    hyperv.PAGE: list(hyperv.FIELDS),
+}
 
 
 def describe(page: str, offset: int) -> str:

@@ -5,9 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from host_model.base import HostModel
+from host_model.hyperv import HyperV
 from host_model.kvm import Kvm
+from host_model.kvm_legacy import KvmLegacyCopy
+from host_model.masterclock import KvmMasterclock
+from host_model.migration import KvmMigration, KvmMigrationParked
+from host_model.unsynced import UnsyncedTsc
+from host_model.xen import Xen
 
-HOSTS: dict[str, type[HostModel]] = {cls.name: cls for cls in (Kvm,)}
+HOSTS: dict[str, type[HostModel]] = {
+    cls.name: cls
+    for cls in (
+        Kvm,
+        KvmLegacyCopy,
+        KvmMasterclock,
+        KvmMigration,
+        KvmMigrationParked,
+        Xen,
+        UnsyncedTsc,
+        HyperV,
+    )
+}
 
 
 def make_host(name: str, params: dict[str, Any] | None = None) -> HostModel:
