@@ -24,6 +24,7 @@ from host_model.base import HostModel, HostStep, HostView
 from host_model.clock import Clock
 from host_model.pvti import PVTI_SLOT, U64_MAX
 from host_model.registry import make_host
+from host_model.vdso_data import with_vdso_data
 
 #: Consecutive events one agent may run before the default choice moves on (fairness, so
 #: a reader spinning on an odd version lets the host finish).
@@ -32,6 +33,10 @@ SPIN = 32
 READ_OPS = 4096
 #: Instructions one engine call may run without reaching a visible operation.
 INSNS = 1_000_000
+#: Guest task migrations one run may make (`--task-migration`); then no more are offered.
+MIGRATIONS = 64
+#: How many steps back a speculative `rdtsc` may be taken (`--speculative-tsc`).
+SPECULATION = 16
 
 
 @dataclass
@@ -48,6 +53,10 @@ class Task:
     fix: tuple[int, int | None] | None = None
     done: bool = False
     reads: int = 0
+    #: Speculative rdtsc window: the step since which no fence, VM exit or context switch
+    #: ordered this task, and how many shared-page loads it has made since.
+    spec_from: int = 0
+    spec_loads: int = 0
 
 
 @dataclass
@@ -71,6 +80,7 @@ class State:
     pending: int | None = None
     running: Task | None = None
     stop: str = ""
+    migrations: int = 0
 
 
 Observer = Callable[[str, object], None]
@@ -83,9 +93,9 @@ class Executor:
         from emu.image import load
 
         self.scenario = scenario
-        self.image = image if image is not None else load(scenario.image)
+        self.image = image if image is not None else load(scenario.image, cpu=scenario.cpu or None)
         make_host(scenario.host, scenario.host_params)  # validate parameters early
-        self.machine = Machine(self.image, scenario.vcpus)
+        self.machine = Machine(self.image, scenario.vcpus, clock=scenario.clock)
         self.uc = self.machine.uc
         lay = self.machine.layout
         self.shared = lay.shared
@@ -119,7 +129,7 @@ class Executor:
         tasks = [Task(i, i, sc.reads) for i in range(sc.vcpus)]
         st = self.st = State(scheduler, clock, host, view, tasks, run)
         self.observer = observer
-        setup = host.setup(view)
+        setup = with_vdso_data(host.setup(view), self.image.info.get("vdso_data"))
         self.machine.reset(self._page_image(setup))
         self._apply(replace(setup, writes=()), -1)
         st.host_iter = host.steps(view)
@@ -155,6 +165,8 @@ class Executor:
 
     def _next_agent(self) -> int | None:
         st = self.st
+        if self.scenario.task_migration and st.migrations < MIGRATIONS:
+            self._migration_point()
         cur = st.current
         parked = st.parked
         enabled = [t.index for t in st.tasks if not t.done and t.vcpu not in parked]
@@ -186,6 +198,62 @@ class Executor:
         st.current = choice
         return choice
 
+    def _migration_point(self) -> None:
+        """`--task-migration`: the guest scheduler may move one task to another vCPU here.
+
+        Option 0 (`stay`) moves nobody; `t0>v1` moves task 0 to vCPU 1: its registers go
+        with it, its TSC, TSC_AUX and rdpid come from vCPU 1 from now on. Only a task whose
+        vCPU is in guest mode can be moved; the host is not told.
+        """
+        st = self.st
+        n = self.scenario.vcpus
+        moves = [
+            (t, w)
+            for t in st.tasks
+            if not t.done and t.vcpu not in st.parked
+            for w in range(n)
+            if w != t.vcpu
+        ]
+        if not moves:
+            return
+        labels = ("stay",) + tuple(f"t{t.index}>v{w}" for t, w in moves)
+        k = st.scheduler.choose(st.point, labels)
+        if not 0 <= k < len(labels):
+            raise ValueError(f"scheduler chose option {k} of {len(labels)}")
+        if k:
+            st.run.choices.append((st.point, labels[k]))
+            task, w = moves[k - 1]
+            task.vcpu = w
+            # A context switch serialises: no rdtsc is taken from before it.
+            task.spec_from, task.spec_loads = st.t, 0
+            st.migrations += 1
+        st.point += 1
+
+    def _speculate(self, task: Task, t: int) -> int:
+        """`--speculative-tsc`: the step whose TSC an unfenced `rdtsc` at step `t` returns.
+
+        With a shared-page load since the task's last fence (`lfence`, `mfence`, `cpuid`),
+        VM exit or context switch, the rdtsc may have executed before those loads completed:
+        option `tsc-k` returns the TSC of step t-k, as far back as the start of that window
+        but never before the read's first visible operation (so a stale but consistent TSC
+        is not reported as a mis-timed read; a TSC from before a retry's version load is).
+        """
+        st = self.st
+        back = min(t - task.spec_from, SPECULATION)
+        if not task.spec_loads or back <= 0:
+            return t
+        # Farthest back first: the earliest TSCs are the ones that can predate a record.
+        labels = ("tsc",) + tuple(f"tsc-{k}" for k in range(back, 0, -1))
+        k = st.scheduler.choose(st.point, labels)
+        if not 0 <= k < len(labels):
+            raise ValueError(f"scheduler chose option {k} of {len(labels)}")
+        if not k:
+            st.point += 1
+            return t
+        st.run.choices.append((st.point, labels[k]))
+        st.point += 1
+        return t - (back + 1 - k)
+
     def _turn(self, task: Task) -> bool:
         """May `task` execute its visible operation now? Runs host steps chosen before it."""
         st = self.st
@@ -216,6 +284,10 @@ class Executor:
         if step.park or step.unpark:
             for v in step.park:
                 st.parked_since.setdefault(v, t)
+            for task in st.tasks:
+                if task.vcpu in step.unpark:
+                    # VM exit and entry serialise the vCPU: no rdtsc is taken from before.
+                    task.spec_from, task.spec_loads = t + 1, 0
             for v in step.unpark:
                 if v in st.parked_since:
                     st.run.parked.append((st.parked_since.pop(v), t, frozenset({v})))
@@ -280,6 +352,8 @@ class Executor:
             if not self.shared[0] <= ea < self.shared[1]:
                 return
         elif kind == FENCE:
+            if task is not None:
+                task.spec_from, task.spec_loads = st.t, 0
             return
         if not self._turn(task):
             st.stop = "switch"
@@ -290,12 +364,18 @@ class Executor:
         read = task.read
         if read.start < 0:
             read.start = t
+            # A speculative rdtsc stays within its own read (see `_speculate`).
+            task.spec_from = max(task.spec_from, t)
         read.end = t
         if kind == LOAD:
             read.keys.add(self._key(ea))
             read.ops.append(Op(t, task.index, task.vcpu, kind, addr, ea))
+            task.spec_loads += 1
         elif kind in (TSC, TSCP):
-            tsc = st.clock.tsc(task.vcpu, t)
+            at = t
+            if kind == TSC and self.scenario.speculative_tsc:
+                at = self._speculate(task, t)
+            tsc = st.clock.tsc(task.vcpu, at)
             task.fix = (tsc, task.vcpu if kind == TSCP else None)
             read.ops.append(Op(t, task.index, task.vcpu, kind, addr, tsc))
         elif kind == RDPID:
@@ -327,6 +407,7 @@ class Executor:
         task.read = None
         task.ctx = None
         task.fix = None
+        task.spec_from, task.spec_loads = self.st.t, 0
         task.reads += 1
         task.reads_left -= 1
         if task.reads_left == 0:
@@ -365,7 +446,7 @@ class Executor:
             task.ctx = task.saved
             return
         if pc == EXIT_ADDR:
-            value = m.result()
+            value = m.result(task.index)
             self._end_read(task, DECLINED if value == U64_MAX else VALUE, value)
             return
         self._end_read(task, HANG, None, f"{INSNS} instructions without a visible operation")
