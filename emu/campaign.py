@@ -13,12 +13,16 @@ from emu.oracles import Violation, judge
 from emu.run import Run
 from emu.scenario import Scenario
 from emu.schedule import Finding, Schedule
-from emu.search.base import Default, Scheduler
-from emu.search.random import RandomWalk
+from emu.search.base import Scheduler
 from emu.search.replay import Replay
 from emu.search.shrink import shrink
+from emu.search.strategy import Result, Strategy
 
-STRATEGIES = ("hypothesis", "random")
+#: Every search strategy `fuzz` accepts; the first is the default.
+STRATEGIES = ("hypothesis", "random", "pct", "exhaustive")
+#: Runs a strategy may make when the caller gives no budget (exhaustive: until done).
+DEFAULT_BUDGET = {"exhaustive": 10**12}
+BUDGET = 10_000
 
 
 @dataclass
@@ -32,6 +36,11 @@ class Outcome:
     elapsed: float = 0.0
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
+    #: What the strategy reports as data (PCT's guarantee, exhaustive's count and bound).
+    stats: dict[str, object] = field(default_factory=dict)
+    #: (schedules run, seconds) when the first violation of the target oracle was seen,
+    #: before shrinking.
+    first_hit: tuple[int, float] | None = None
 
     @property
     def verdict(self) -> str:
@@ -48,6 +57,8 @@ class Campaign:
         self.count = 0
         self.target: str | None = None
         self.best: tuple[Run, list[Violation]] | None = None
+        self.first_hit: tuple[int, float] | None = None
+        self._start = time.monotonic()
 
     def run(self, scheduler: Scheduler) -> tuple[Run, list[Violation]]:
         run = self.executor.run(scheduler)
@@ -63,8 +74,40 @@ class Campaign:
         for v in violations:
             if v.oracle == self.target:
                 self.best = (run, violations)
+                if self.first_hit is None:
+                    self.first_hit = (self.count, time.monotonic() - self._start)
                 return True
         return False
+
+    def score(self, run: Run, violations: list[Violation]) -> float | None:
+        """The size of the run's worst timestamp error in ns, for `hypothesis.target`.
+
+        The largest monotonic regression between two ordered reads (negative when every
+        later read is larger: minus the smallest margin), or, when larger, the distance of
+        an inconsistent read's value from the nearest value a published record gives at an
+        instant of the read. None when the run has no two ordered reads and no error.
+        """
+        best: int | None = None
+        done = [r for r in run.reads if r.returned()]
+        for a in done:
+            for b in done:
+                if a.end < b.start and (best is None or a.value - b.value > best):
+                    best = a.value - b.value
+        torn = {label for v in violations if v.oracle == "consistent" for label in v.reads}
+        for r in run.reads:
+            if r.label not in torn:
+                continue
+            err = None
+            for t in range(r.start, r.end + 1):
+                tsc = run.clock.tsc(r.vcpu_at(t), t)
+                for key in r.keys:
+                    snap = run.current(key, t)
+                    if snap is not None:
+                        d = abs(snap.ns_at(tsc) - r.value)
+                        err = d if err is None else min(err, d)
+            if err is not None and (best is None or err > best):
+                best = err
+        return None if best is None else float(best)
 
     def replay(self, choices: tuple[tuple[int, str], ...]) -> tuple[Run, list[Violation]]:
         return self.run(Replay(choices))
@@ -74,17 +117,33 @@ class Campaign:
         *,
         strategy: str = "hypothesis",
         seed: int = 0,
-        max_schedules: int = 10_000,
+        max_schedules: int | None = None,
         database: Path | None = None,
         progress: Progress | None = None,
+        depth: int = 3,
+        preemptions: int = 2,
     ) -> Outcome:
+        """Run `strategy` until a violation or `max_schedules` runs (None: the strategy's
+        default, 10,000, or no limit for `exhaustive`), then shrink the violation.
+
+        `depth` is PCT's bug depth d, `preemptions` exhaustive's preemption bound.
+        """
         out = Outcome(self.scenario, strategy, seed)
-        start = time.monotonic()
+        start = self._start = time.monotonic()
+        budget = max_schedules
+        if budget is None:
+            budget = DEFAULT_BUDGET.get(strategy, BUDGET)
+        strat = self.strategy(
+            strategy, seed=seed, database=database, depth=depth, preemptions=preemptions
+        )
         try:
-            self._search(strategy, seed, max_schedules, database, progress)
+            self._search(strat, budget, progress)
         except KeyboardInterrupt:
             out.interrupted = True
             out.notes.append("interrupted: the finding (if any) is the smallest seen so far")
+        out.notes[:0] = strat.notes
+        out.stats = dict(strat.stats)
+        out.first_hit = self.first_hit
         out.schedules = self.count
         if self.best is not None:
             choices = tuple(self.best[0].choices)
@@ -116,34 +175,42 @@ class Campaign:
 
         return shrink(choices, fails)
 
-    def _search(
+    def strategy(
         self,
-        strategy: str,
-        seed: int,
-        budget: int,
-        database: Path | None,
-        progress: Progress | None,
-    ) -> None:
-        if strategy == "random":
-            for i in range(budget):
-                run, vs = self.run(RandomWalk(seed * 1_000_003 + i))
-                if progress and i % 256 == 0:
-                    progress(self.count, budget)
-                if self._hit(run, vs):
-                    return
-            return
-        if strategy == "hypothesis":
-            from emu.search import hypothesis as hyp
+        name: str,
+        *,
+        seed: int = 0,
+        database: Path | None = None,
+        depth: int = 3,
+        preemptions: int = 2,
+    ) -> Strategy:
+        """The strategy called `name`, set up for this campaign's scenario."""
+        if name == "hypothesis":
+            from emu.search.hypothesis import HypothesisStrategy
 
-            base, _ = self.run(Default())
-            points = base.points * 2 + 8
+            return HypothesisStrategy(seed, database)
+        if name == "random":
+            from emu.search.random import RandomStrategy
 
-            def run_one(plan: hyp.Plan) -> bool:
-                run, vs = self.run(plan)
-                if progress and self.count % 256 == 0:
-                    progress(self.count, budget)
-                return self._hit(run, vs)
+            return RandomStrategy(seed)
+        if name == "pct":
+            from emu.search.pct import PctStrategy
 
-            hyp.search(run_one, points=points, max_schedules=budget, seed=seed, database=database)
-            return
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+            return PctStrategy(seed, depth, agents=self.scenario.vcpus + 1)
+        if name == "exhaustive":
+            from emu.search.exhaustive import ExhaustiveStrategy
+
+            return ExhaustiveStrategy(preemptions)
+        raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+
+    def _search(self, strat: Strategy, budget: int, progress: Progress | None) -> None:
+        score = strat.wants_score
+
+        def run_one(scheduler: Scheduler) -> Result:
+            run, vs = self.run(scheduler)
+            if progress and self.count % 256 == 0:
+                progress(self.count, budget)
+            hit = self._hit(run, vs)
+            return Result(hit, run.points, self.score(run, vs) if score else None)
+
+        strat.explore(run_one, budget)

@@ -2,7 +2,9 @@
 
 A plan is a short list of (decision point, option) pairs; every other decision takes the
 default. Hypothesis shrinks plans towards fewer, earlier preemptions, which is the minimal
-interleaving a human wants to read.
+interleaving a human wants to read. Each run reports the size of its worst timestamp error
+to `hypothesis.target`, so the generation phase climbs towards larger regressions (and,
+for correct readers, towards the smallest margin between two ordered reads).
 """
 
 from __future__ import annotations
@@ -10,11 +12,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings, target
 from hypothesis import seed as hseed
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
+
+from emu.search.base import Default
+from emu.search.strategy import RunOne
+
+#: The label of the `target()` observation.
+TARGET = "timestamp error (ns)"
 
 
 class Plan:
@@ -33,17 +42,18 @@ class _Stop(Exception):
 
 
 def search(
-    run_one: Callable[[Plan], bool],
+    run_one: Callable[[Plan], bool | tuple[bool, float | None]],
     *,
     points: int,
     max_schedules: int,
     seed: int,
     database: Path | None,
 ) -> None:
-    """Call `run_one` on generated plans until one returns True (and then shrink it).
+    """Call `run_one` on generated plans until one fails (and then shrink it).
 
-    `run_one` records what it needs; Hypothesis' final replay of the minimal plan is the
-    last call that returns True.
+    `run_one` returns True on a failing run, or (failed, score) to also steer generation
+    with `hypothesis.target(score)`. It records what it needs; Hypothesis' final replay of
+    the minimal plan is the last call that fails.
     """
     plans = st.lists(st.tuples(st.integers(0, max(points, 1)), st.integers(1, 8)), max_size=12)
 
@@ -54,15 +64,47 @@ def search(
         deadline=None,
         derandomize=False,
         suppress_health_check=list(HealthCheck),
-        phases=(Phase.reuse, Phase.generate, Phase.shrink),
+        phases=(Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
         report_multiple_bugs=False,
         print_blob=False,
         verbosity=Verbosity.quiet,
     )
     @given(plans)
     def test(plan: list[tuple[int, int]]) -> None:
-        if run_one(Plan(plan)):
+        out = run_one(Plan(plan))
+        failed, score = out if isinstance(out, tuple) else (out, None)
+        if score is not None:
+            target(float(score), label=TARGET)
+        if failed:
             raise _Stop
 
     with contextlib.suppress(_Stop):
         test()
+
+
+class HypothesisStrategy:
+    name = "hypothesis"
+    wants_score = True
+
+    def __init__(self, seed: int = 0, database: Path | None = None) -> None:
+        self.seed = seed
+        self.database = database
+        self.notes: list[str] = []
+        self.stats: dict[str, Any] = {}
+
+    def explore(self, run_one: RunOne, budget: int) -> None:
+        base = run_one(Default())
+        if base.hit or budget <= 1:
+            return
+
+        def one(plan: Plan) -> tuple[bool, float | None]:
+            res = run_one(plan)
+            return res.hit, res.score
+
+        search(
+            one,
+            points=base.points * 2 + 8,
+            max_schedules=budget - 1,
+            seed=self.seed,
+            database=self.database,
+        )
