@@ -1,0 +1,264 @@
+"""The catalog and `vdsofuzz check`: parsing, expected verdicts, findings, JUnit, --image."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from emu import catalog
+from emu.catalog import CatalogError, Result
+from emu.cli import main
+from emu.image import load as load_image
+from host_model.registry import HOSTS
+
+ENTRIES = catalog.load()
+BY_NAME = {e.name: e for e in ENTRIES}
+VIOLATIONS = [e for e in ENTRIES if e.expect == "violation"]
+
+
+def find(image: str, host: str, *, vcpus: int = 2, **opts) -> list[catalog.Entry]:
+    out = []
+    for e in ENTRIES:
+        sc = e.scenario
+        if (sc.image, sc.host, sc.vcpus) != (image, host, vcpus):
+            continue
+        if any(getattr(sc, k) != v for k, v in opts.items()):
+            continue
+        out.append(e)
+    return out
+
+
+# --- the shipped catalog ----------------------------------------------------------------
+
+
+def test_every_entry_names_a_known_host_and_a_loadable_image():
+    assert len(ENTRIES) >= 25
+    for e in ENTRIES:
+        assert e.scenario.host in HOSTS, e.name
+        load_image(e.scenario.image)
+        assert len(e.why) > 20, f"{e.name}: say why this verdict is expected"
+
+
+@pytest.mark.parametrize("host", ["kvm", "kvm-masterclock", "kvm-migration-parked", "xen"])
+def test_modern_is_expected_to_pass_the_correct_hosts(host):
+    rows = [e for e in find("modern", host) if not e.scenario.host_params]
+    assert rows and all(e.expect == "pass" for e in rows)
+
+
+def test_expected_violations_of_the_brief():
+    (legacy,) = find("modern", "kvm-legacy-copy")
+    assert (legacy.expect, legacy.oracle) == ("violation", "consistent")
+    (single,) = find("modern", "kvm-legacy-copy", vcpus=1)
+    assert single.expect == "pass"
+    jump = [e for e in find("modern", "kvm-migration") if "tsc_jump" not in e.scenario.host_params]
+    assert jump and all(e.expect == "violation" for e in jump)
+    (unsynced,) = find("modern", "unsynced-tsc")
+    assert (unsynced.expect, unsynced.oracle) == ("violation", "monotonic")
+    (spec,) = find("bug-unfenced-rdtsc", "kvm", speculative_tsc=True)
+    assert spec.expect == "violation"
+    (fenced,) = find("modern", "kvm", speculative_tsc=True)
+    assert fenced.expect == "pass"
+    migr = find("percpu", "unsynced-tsc", task_migration=True)
+    assert migr and migr[0].expect == "violation"
+    assert find("percpu", "kvm", task_migration=True)[0].expect == "pass"
+
+
+def test_reference_entries_cover_both_page_families():
+    refs = {e.scenario.image for e in ENTRIES if e.reference}
+    assert refs == {"modern", "hyperv"}
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def _cat(*rows, **defaults):
+    return {"format": catalog.FORMAT, "defaults": defaults, "scenarios": list(rows)}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"format": "other"}, "not a vdsofuzz catalog"),
+        (_cat(), "no scenarios"),
+        (_cat({"name": "a", "image": "modern", "expect": "maybe"}), "expect must be"),
+        (_cat({"name": "a", "image": "modern", "expect": "pass", "oracle": "consistent"}), "only"),
+        (_cat({"name": "a", "image": "modern", "expect": "violation", "oracle": "x"}), "oracle"),
+        (_cat({"name": "a", "image": "modern", "expect": "pass", "colour": 1}), "unknown key"),
+        (_cat({"name": "a", "expect": "pass"}), "no image"),
+        (
+            _cat({"name": "a", "image": "m", "expect": "pass"}, {"name": "a", "image": "m"}),
+            "two scenarios",
+        ),
+        (_cat({"name": "a", "image": "m", "expect": "pass", "vcpus": 0}), "vcpus"),
+        (_cat({"name": "a", "image": "m", "expect": "pass", "strategy": "magic"}), "strategy"),
+    ],
+)
+def test_malformed_catalogs_are_rejected_with_the_reason(data, message):
+    with pytest.raises(CatalogError, match=message):
+        catalog.parse(data)
+
+
+def test_defaults_apply_and_entries_override_them():
+    (e,) = catalog.parse(
+        _cat(
+            {"name": "a", "image": "modern", "expect": "pass", "max_schedules": 7},
+            strategy=["random", "hypothesis"],
+            max_schedules=99,
+            vcpus=3,
+        )
+    )
+    assert e.strategies == ("random", "hypothesis")
+    assert e.max_schedules == 7 and e.budget == 14
+    assert e.scenario.vcpus == 3
+
+
+# --- running: every expected violation reproduces, replays and traces --------------------
+
+
+@pytest.mark.parametrize("entry", VIOLATIONS, ids=lambda e: e.name)
+def test_violation_is_found_saved_replayed_and_traced(entry, tmp_path, capsys):
+    res = catalog.run_entry(entry, tmp_path)
+    assert res.ok, (res.got, res.message)
+    assert res.finding and res.schedule
+    path = res.finding
+    with open(path) as fh:
+        saved = json.load(fh)
+    assert saved["violation"]["oracle"] == entry.oracle
+    assert saved["scenario"]["task_migration"] == entry.scenario.task_migration
+    assert saved["scenario"]["speculative_tsc"] == entry.scenario.speculative_tsc
+    capsys.readouterr()
+    assert main(["replay", path, "--json"]) == 1
+    replay = json.loads(capsys.readouterr().out)
+    assert replay["reproduced"] and replay["oracle"] == entry.oracle
+    assert main(["trace", path]) == 1
+    text = capsys.readouterr().out
+    assert f"VIOLATION {entry.oracle}" in text
+    assert f"<-- {text.split('VIOLATION ')[1].split(':')[0]}" in text
+
+
+# --- check, JUnit, JSON --------------------------------------------------------------------
+
+
+def _results() -> list[Result]:
+    return [
+        Result("a/ok", "modern", "kvm", "-", "pass", None, "pass", schedules=10, elapsed=1.0),
+        Result(
+            "b/bad",
+            "modern",
+            "kvm",
+            "-",
+            "violation",
+            "consistent",
+            "violation",
+            oracle="monotonic",
+            message="went back",
+            elapsed=0.5,
+        ),
+        Result("c/err", "nope", "kvm", "-", "pass", None, "error", message="no image"),
+        Result(
+            "d/found",
+            "modern",
+            "kvm-legacy-copy",
+            "-",
+            "violation",
+            "consistent",
+            "violation",
+            oracle="consistent",
+            finding="out/d.json",
+        ),
+    ]
+
+
+def test_verdict_matching():
+    ok, bad, err, found = _results()
+    assert ok.ok and found.ok
+    assert not bad.ok  # right verdict, wrong oracle
+    assert not err.ok
+
+
+def test_junit_xml_parses_with_the_right_counts():
+    root = ET.fromstring(catalog.junit(_results()))
+    (suite,) = root.findall("testsuite")
+    assert suite.get("tests") == "4"
+    assert suite.get("failures") == "1"
+    assert suite.get("errors") == "1"
+    assert suite.get("skipped") == "0"
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases] == ["a/ok", "b/bad", "c/err", "d/found"]
+    assert cases[1].find("failure") is not None and cases[1].find("error") is None
+    assert cases[2].find("error") is not None
+    assert cases[0].find("failure") is None and cases[3].find("failure") is None
+    assert "out/d.json" in cases[3].find("system-out").text
+    assert float(suite.get("time")) == pytest.approx(1.5)
+
+
+def test_matrix_and_markdown_show_every_row_and_the_differences():
+    text = catalog.matrix(_results())
+    assert text.count("DIFFERS") == 2  # rows b and c
+    assert "4 scenarios, 2 as expected, 2 differ" in text
+    md = catalog.markdown(_results())
+    assert md.count("\n| ") == 4 and md.startswith("| scenario") and "**differs**" in md
+
+
+def test_check_cli_exit_codes_junit_and_json(tmp_path, capsys):
+    cat = _cat(
+        {"name": "pass-ok", "image": "modern", "host": "kvm", "expect": "pass"},
+        {
+            "name": "violation-ok",
+            "image": "bug-no-retry",
+            "expect": "violation",
+            "oracle": "consistent",
+        },
+        {"name": "wrong", "image": "bug-no-retry", "expect": "pass"},
+        {"name": "broken", "image": str(tmp_path / "missing.so"), "expect": "pass"},
+        strategy="random",
+        max_schedules=300,
+    )
+    path = tmp_path / "cat.json"
+    path.write_text(json.dumps(cat))
+    junit = tmp_path / "junit.xml"
+    out = tmp_path / "findings"
+    argv = ["check", "--catalog", str(path), "--out", str(out), "--jobs", "2"]
+    assert main(argv + ["--junit", str(junit)]) == 1
+    text = capsys.readouterr().out
+    assert "4 scenarios, 2 as expected, 2 differ" in text
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("4", "1", "1")
+    assert sorted(p.name for p in out.iterdir()) == ["violation-ok.json", "wrong.json"]
+    assert main(argv + ["--json", "--only=-ok"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["ok"] and [s["name"] for s in d["scenarios"]] == ["pass-ok", "violation-ok"]
+    assert main(argv + ["--only", "nothing-matches"]) == 2
+
+
+def test_check_image_runs_the_reference_matrix_on_that_image():
+    assert catalog.family("hyperv") == "hvclock"
+    assert catalog.family("modern-i386") == "pvclock"
+    entries = catalog.for_image(ENTRIES, "vcpu0-i386")
+    refs = [e for e in ENTRIES if e.reference and e.scenario.image == "modern"]
+    assert len(entries) == len(refs)
+    for e, ref in zip(entries, refs, strict=True):
+        assert e.scenario.image == "vcpu0-i386"
+        assert e.name == ref.name.replace("modern", "image", 1)
+        assert (e.expect, e.oracle) == (ref.expect, ref.oracle)
+        assert e.scenario.host == ref.scenario.host
+    hv = catalog.for_image(ENTRIES, "hyperv-i386")
+    assert {e.scenario.host for e in hv} == {"hyperv"}
+
+
+def test_fuzz_cli_takes_the_machine_options(tmp_path, capsys):
+    argv = ["fuzz", "--image", "bug-unfenced-rdtsc", "--strategy", "random", "--max-schedules"]
+    argv += ["1500", "--no-db", "--out", str(tmp_path), "--json", "--speculative-tsc"]
+    assert main(argv) == 1
+    d = json.loads(capsys.readouterr().out)
+    with open(d["finding"]) as fh:
+        saved = json.load(fh)
+    assert saved["scenario"]["speculative_tsc"] is True
+    assert "tsc-" in d["schedule"]
+    argv = ["fuzz", "--image", "percpu", "--host", "unsynced-tsc", "--task-migration"]
+    argv += ["--strategy", "random", "--max-schedules", "1500", "--no-db", "--out", str(tmp_path)]
+    assert main(argv + ["--json"]) == 1
+    d = json.loads(capsys.readouterr().out)
+    assert ">v" in d["schedule"]
