@@ -301,11 +301,18 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 
 
 def _real_vdso_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cpu", choices=("rdtscp", "lfence", "plain"), default=None,
-                   help="real vDSO: patch .altinstructions for this CPU (default: this machine's)")
-    p.add_argument("--clock", default="CLOCK_MONOTONIC",
-                   help="real vDSO: clock id for __vdso_clock_gettime (CLOCK_MONOTONIC, "
-                   "CLOCK_MONOTONIC_RAW, CLOCK_REALTIME)")
+    p.add_argument(
+        "--cpu",
+        choices=("rdtscp", "lfence", "plain"),
+        default=None,
+        help="real vDSO: patch .altinstructions for this CPU (default: this machine's)",
+    )
+    p.add_argument(
+        "--clock",
+        default="CLOCK_MONOTONIC",
+        help="real vDSO: clock id for __vdso_clock_gettime (CLOCK_MONOTONIC, "
+        "CLOCK_MONOTONIC_RAW, CLOCK_REALTIME)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -383,12 +390,20 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("disasm", help="the reader's code, shared-page loads named by field")
     d.add_argument("image", help="bundled image name or path")
     d.add_argument("--host", default="kvm", help="host model for the annotating run")
-    d.add_argument("--cpu", choices=("rdtscp", "lfence", "plain"), default=None,
-                   help="real vDSO: patch .altinstructions for this CPU (default: this machine's)")
+    d.add_argument(
+        "--cpu",
+        choices=("rdtscp", "lfence", "plain"),
+        default=None,
+        help="real vDSO: patch .altinstructions for this CPU (default: this machine's)",
+    )
     dv = sub.add_parser("dump-vdso", help="save this machine's [vdso] image and clock pages")
     dv.add_argument("dir", type=Path, help="directory to write (an image spec afterwards)")
-    dv.add_argument("--cpu", choices=("rdtscp", "lfence", "plain"), default=None,
-                    help="check the dump loads with this CPU's alternatives")
+    dv.add_argument(
+        "--cpu",
+        choices=("rdtscp", "lfence", "plain"),
+        default=None,
+        help="check the dump loads with this CPU's alternatives",
+    )
     dv.set_defaults(func=cmd_dump_vdso)
     d.set_defaults(func=cmd_disasm)
     h = sub.add_parser("hosts", help="list the host models and their parameters")

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from emu.decode import LOAD, _cs, scan
+from emu.elf import PAGE, Image
 from emu.executor import Executor
-from emu.image import PAGE, Image
 from emu.scenario import Scenario
 from emu.search.base import Default
 from host_model.pages import describe
@@ -25,8 +25,9 @@ def _field(image: Image, rel: int) -> str:
 
 def observed_fields(image: Image, host: str = "kvm") -> dict[int, set[str]]:
     """Image-relative pc -> fields it read, from one quiescent run on one vCPU."""
-    ex = Executor(Scenario(image=image.name, host=host, host_params={"updates": 0},
-                           vcpus=1, reads=1), image)
+    ex = Executor(
+        Scenario(image=image.name, host=host, host_params={"updates": 0}, vcpus=1, reads=1), image
+    )
     base = ex.machine.layout.base
     pages = sorted((a, n) for n, a in ex.machine.layout.pages.items())
     seen: dict[int, set[str]] = {}
@@ -57,8 +58,10 @@ def listing(image: Image, host: str = "kvm") -> str:
     for name, value in image.symbols.items():
         if value >= 0 and not name.startswith("$"):
             labels.setdefault(value, []).append(name)
-    out = [f"{image.name} ({image.arch}), entry {image.entry_name} at {image.entry:#x}",
-           "pages: " + ", ".join(f"{n}_page={off:#x}" for n, off in sorted(image.pages.items()))]
+    out = [
+        f"{image.name} ({image.arch}), entry {image.entry_name} at {image.entry:#x}",
+        "pages: " + ", ".join(f"{n}_page={off:#x}" for n, off in sorted(image.pages.items())),
+    ]
     for start, end in image.text:
         for i in cs.disasm(image.read(start, end - start), start):
             for label in sorted(labels.get(i.address, [])):

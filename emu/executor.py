@@ -15,7 +15,7 @@ from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UcError
 
 from emu import decode
 from emu.decode import FENCE, LOAD, RDPID, SYSCALL, TSC, TSCP, Site
-from emu.image import Image
+from emu.elf import Image
 from emu.machine import EXIT_ADDR, Machine
 from emu.run import DECLINED, FALLBACK, FAULT, HANG, VALUE, HostEvent, Op, Read, Run
 from emu.scenario import Scenario

@@ -15,7 +15,7 @@ from unicorn import UC_ARCH_X86, UC_MODE_32, UC_MODE_64, UC_PROT_ALL, UC_PROT_RE
 from unicorn import x86_const as ux
 from unicorn.unicorn_py3 import unicorn as _ucmod
 
-from emu.image import PAGE, Image
+from emu.elf import PAGE, Image
 
 IMAGE_BASE = 0x4000_0000
 STACK_BASE = 0x6000_0000

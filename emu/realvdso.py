@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 from emu.alternatives import CPU_CHOICES, apply_alternatives, default_cpu
+from emu.elf import Image, read_elf
 from emu.errors import ImageError
 from emu.vdso_layout import CS_HRES_COARSE, CS_RAW, VdsoLayout, analyze
 from host_model.vdso_data import VdsoDataSpec
@@ -51,11 +52,15 @@ def data_spec(layout: VdsoLayout) -> VdsoDataSpec:
     return VdsoDataSpec(page, recs, fields, layout.vdso_data.size, layout.clock_mode_pvclock)
 
 
-def load_real(data: bytes, *, name: str, path: Path | None, cpu: str | None = None,
-              layout: VdsoLayout | None = None):
+def load_real(
+    data: bytes,
+    *,
+    name: str,
+    path: Path | None,
+    cpu: str | None = None,
+    layout: VdsoLayout | None = None,
+) -> Image:
     """A real vDSO's bytes -> Image, alternatives applied for `cpu` (default: this CPU's)."""
-    from emu import image as img
-
     if layout is None:
         layout = analyze(path if path is not None and path.is_file() else data)
     cpu = cpu or default_cpu()
@@ -63,7 +68,7 @@ def load_real(data: bytes, *, name: str, path: Path | None, cpu: str | None = No
         raise ImageError(f"unknown --cpu {cpu!r}: choose one of {', '.join(CPU_CHOICES)}")
     alt = apply_alternatives(data, cpu, kernel_version=layout.kernel_version)
     patched = alt.data
-    base = img.parse(patched, name=name, path=path, _real=False)
+    base = read_elf(patched, name)
     entry_name, entry = entry_of(layout)
     info = {
         "abi": "clock_gettime",
@@ -81,7 +86,7 @@ def load_real(data: bytes, *, name: str, path: Path | None, cpu: str | None = No
         "layout": layout,
         "original_sha256": hashlib.sha256(data).hexdigest(),
     }
-    return img.Image(
+    return Image(
         name=name,
         arch=base.arch,
         sha256=hashlib.sha256(data).hexdigest(),

@@ -1,0 +1,150 @@
+"""ELF reading: an x86 ELF's arch, loadable segments, symbols and code ranges; the Image record.
+
+Both kinds of image — project blobs and real kernel vDSOs — are read here; `emu.image` and
+`emu.realvdso` decide what the pieces mean.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+from emu.errors import ImageError
+
+PAGE = 0x1000
+ARCHES = {"EM_X86_64": "x86_64", "EM_386": "i386"}
+
+
+@dataclass(frozen=True)
+class Segment:
+    vaddr: int
+    memsz: int
+    data: bytes
+    flags: int
+
+
+@dataclass(frozen=True)
+class Image:
+    """A loaded reader: its bytes, where things are, and how to call it."""
+
+    name: str
+    arch: str
+    sha256: str
+    segments: tuple[Segment, ...]
+    entry: int
+    entry_name: str
+    #: Page name ("pvclock", "hvclock", "vvar", ...) -> offset from the load base.
+    pages: dict[str, int]
+    symbols: dict[str, int]
+    #: Executable address ranges (section `.text`, or executable segments).
+    text: tuple[tuple[int, int], ...]
+    path: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bits(self) -> int:
+        return 64 if self.arch == "x86_64" else 32
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """Lowest and highest (exclusive) image-relative address of the loaded segments."""
+        lo = min(s.vaddr for s in self.segments)
+        hi = max(s.vaddr + s.memsz for s in self.segments)
+        return lo, hi
+
+    def symbolize(self, addr: int) -> str:
+        """`func+0x12` for an image-relative address."""
+        best = None
+        for name, value in self.symbols.items():
+            if value <= addr and (best is None or value > best[1]) and value >= 0:
+                best = (name, value)
+        if best is None:
+            return f"{addr:#x}"
+        off = addr - best[1]
+        return best[0] if off == 0 else f"{best[0]}+{off:#x}"
+
+    def read(self, addr: int, size: int) -> bytes:
+        for s in self.segments:
+            if s.vaddr <= addr and addr + size <= s.vaddr + len(s.data):
+                return s.data[addr - s.vaddr : addr - s.vaddr + size]
+        raise ImageError(f"{self.name}: address {addr:#x} is not in the image")
+
+
+@dataclass(frozen=True)
+class ElfPieces:
+    """What every image needs from its ELF, before anyone decides what kind it is."""
+
+    arch: str
+    segments: tuple[Segment, ...]
+    #: Symbol values as signed image-relative addresses (pages sit below the image).
+    symbols: dict[str, int]
+    text: tuple[tuple[int, int], ...]
+
+
+def read_elf(data: bytes, name: str) -> ElfPieces:
+    """Parse ELF bytes; every failure is an ImageError naming the cause."""
+    if data[:4] != b"\x7fELF":
+        raise ImageError(f"{name}: not an ELF file (it starts with {data[:4]!r})")
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        machine = elf.header["e_machine"]
+        if machine not in ARCHES:
+            raise ImageError(
+                f"{name}: ELF for {machine.removeprefix('EM_')}; "
+                "vdsofuzz runs x86-64 and i386 readers"
+            )
+        arch = ARCHES[machine]
+        segments = tuple(_segments(elf, data, name))
+        symbols = _symbols(elf)
+        text = _text_ranges(elf, segments)
+    except (ELFError, ValueError, KeyError, IndexError, OSError) as e:
+        if isinstance(e, ImageError):
+            raise
+        raise ImageError(f"{name}: truncated or corrupt ELF ({e})") from None
+    except Exception as e:  # pyelftools raises struct/construct errors on truncation
+        raise ImageError(f"{name}: truncated or corrupt ELF ({type(e).__name__}: {e})") from None
+    if not segments:
+        raise ImageError(f"{name}: no loadable segments")
+    return ElfPieces(arch, segments, {k: _signed(v, arch) for k, v in symbols.items()}, text)
+
+
+def _signed(value: int, arch: str) -> int:
+    bits = 64 if arch == "x86_64" else 32
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def _segments(elf: ELFFile, data: bytes, name: str) -> list[Segment]:
+    out = []
+    for seg in elf.iter_segments():
+        if seg["p_type"] != "PT_LOAD":
+            continue
+        off, filesz = seg["p_offset"], seg["p_filesz"]
+        if off + filesz > len(data):
+            raise ImageError(f"{name}: truncated ELF (a segment ends past the file's end)")
+        out.append(
+            Segment(seg["p_vaddr"], seg["p_memsz"], data[off : off + filesz], seg["p_flags"])
+        )
+    return out
+
+
+def _symbols(elf: ELFFile) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for sec in elf.iter_sections():
+        if isinstance(sec, SymbolTableSection):
+            for sym in sec.iter_symbols():
+                if sym.name and sym["st_info"]["type"] != "STT_FILE":
+                    out.setdefault(sym.name, sym["st_value"])
+    return out
+
+
+def _text_ranges(elf: ELFFile, segments: tuple[Segment, ...]) -> tuple[tuple[int, int], ...]:
+    sec = elf.get_section_by_name(".text")
+    if sec is not None and sec["sh_size"]:
+        return ((sec["sh_addr"], sec["sh_addr"] + sec["sh_size"]),)
+    return tuple((s.vaddr, s.vaddr + len(s.data)) for s in segments if s.flags & 1)
