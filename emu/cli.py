@@ -14,7 +14,10 @@ from typing import Any
 
 from emu.errors import UsageError
 
-DEFAULT_IMAGE = "bug-no-odd-check"
+#: The README's main job: the modern (5.3+) reader against KVM's pre-2016 pvclock update,
+#: the host bug the seed thread is about.
+DEFAULT_IMAGE = "modern"
+DEFAULT_HOST = "kvm-legacy-copy"
 DEFAULT_OUT = Path("vdsofuzz-out")
 
 
@@ -328,7 +331,11 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_IMAGE,
         help=f"bundled image name or path (default {DEFAULT_IMAGE})",
     )
-    f.add_argument("--host", default="kvm", help="host model (see `vdsofuzz hosts`)")
+    f.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"host model (see `vdsofuzz hosts`; default {DEFAULT_HOST})",
+    )
     f.add_argument(
         "--param",
         action="append",
