@@ -242,14 +242,16 @@ def test_check_image_runs_the_reference_matrix_on_that_image():
     for e, ref in zip(entries, refs, strict=True):
         assert e.scenario.image == "vcpu0-i386"
         assert e.name == ref.name.replace("modern", "image", 1)
-        assert (e.expect, e.oracle) == (ref.expect, ref.oracle)
+        # any violation matches for a user's image: another reader may break another oracle
+        assert (e.expect, e.oracle) == (ref.expect, None)
         assert e.scenario.host == ref.scenario.host
     hv = catalog.for_image(ENTRIES, "hyperv-i386")
     assert {e.scenario.host for e in hv} == {"hyperv"}
 
 
 def test_fuzz_cli_takes_the_machine_options(tmp_path, capsys):
-    argv = ["fuzz", "--image", "bug-unfenced-rdtsc", "--strategy", "random", "--max-schedules"]
+    argv = ["fuzz", "--image", "bug-unfenced-rdtsc", "--host", "kvm", "--strategy", "random"]
+    argv += ["--max-schedules"]
     argv += ["1500", "--no-db", "--out", str(tmp_path), "--json", "--speculative-tsc"]
     assert main(argv) == 1
     d = json.loads(capsys.readouterr().out)

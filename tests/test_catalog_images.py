@@ -53,7 +53,13 @@ def test_i386_twin_has_the_same_verdict(reader):
 
 def test_disasm_names_the_fields_each_load_reads():
     text = listing(load("modern-i386"))
-    for field in ("vcpu0.version", "vcpu0.tsc_timestamp", "vcpu0.system_time",
-                  "vcpu0.tsc_to_system_mul", "vcpu0.tsc_shift", "vcpu0.flags"):
+    for field in (
+        "vcpu0.version",
+        "vcpu0.tsc_timestamp",
+        "vcpu0.system_time",
+        "vcpu0.tsc_to_system_mul",
+        "vcpu0.tsc_shift",
+        "vcpu0.flags",
+    ):
         assert field in text
     assert "rdtsc" in text

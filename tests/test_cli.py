@@ -11,7 +11,7 @@ from emu.cli import main
 
 
 def _fuzz(tmp_path: Path, *extra: str) -> int:
-    return main(["fuzz", "--out", str(tmp_path), "--no-trace", *extra])
+    return main(["fuzz", "--out", str(tmp_path), "--no-trace", "--host", "kvm", *extra])
 
 
 @pytest.mark.parametrize("image", ["bug-no-retry", "bug-no-odd-check"])
@@ -30,7 +30,10 @@ def test_buggy_reader_gives_a_consistent_violation_that_replays(tmp_path, capsys
 
 
 def test_correct_reader_passes(tmp_path, capsys):
-    assert _fuzz(tmp_path, "--image", "modern", "--max-schedules", "300", "--json") == 0
+    assert (
+        _fuzz(tmp_path, "--image", "modern", "--host", "kvm", "--max-schedules", "300", "--json")
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["verdict"] == "pass"
 
 
@@ -98,3 +101,12 @@ def test_unknown_host_and_bad_param_are_usage_errors(tmp_path, capsys):
     assert "vdsofuzz hosts" in capsys.readouterr().err
     assert _fuzz(tmp_path, "--param", "bogus=1") == 2
     assert "no parameter" in capsys.readouterr().err
+
+
+def test_default_fuzz_finds_the_legacy_kvm_torn_read(tmp_path, capsys):
+    assert main(["fuzz", "--out", str(tmp_path), "--no-trace", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["oracle"] == "consistent"
+    data = json.loads(Path(out["finding"]).read_text())
+    assert data["scenario"]["image"] == "modern"
+    assert data["scenario"]["host"] == "kvm-legacy-copy"

@@ -61,8 +61,9 @@ def legacy_host(monkeypatch) -> type[HostModel]:
 
 
 def _quiescent(spec: str, image, clock: str = "CLOCK_MONOTONIC", cpu: str = "") -> None:
-    sc = Scenario(image=spec, host="kvm", host_params={"updates": 0}, vcpus=1, reads=3,
-                  cpu=cpu, clock=clock)
+    sc = Scenario(
+        image=spec, host="kvm", host_params={"updates": 0}, vcpus=1, reads=3, cpu=cpu, clock=clock
+    )
     run = Executor(sc, image).run(Default())
     assert judge(run, sc) == []
     assert [r.outcome for r in run.reads] == ["value"] * 3
