@@ -123,13 +123,23 @@ class Executor:
         """Run every task's reads to the end under `scheduler`; `observer` turns on stepping."""
         sc = self.scenario
         host = make_host(sc.host, sc.host_params)
-        clock = Clock(sc.vcpus, offsets=host.tsc_offsets(sc.vcpus))
+        seed = self.image.info.get("clock_seed")
+        if seed is None:
+            clock = Clock(sc.vcpus, offsets=host.tsc_offsets(sc.vcpus))
+        else:
+            clock = Clock(
+                sc.vcpus,
+                seed.tsc_hz,
+                seed.boot_ns,
+                host.tsc_offsets(sc.vcpus),
+                tsc_base=seed.tsc_base,
+            )
         view = HostView(clock, 0, sc.vcpus)
         run = Run([], [], {}, clock, [], 0, 0)
         tasks = [Task(i, i, sc.reads) for i in range(sc.vcpus)]
         st = self.st = State(scheduler, clock, host, view, tasks, run)
         self.observer = observer
-        setup = with_vdso_data(host.setup(view), self.image.info.get("vdso_data"))
+        setup = with_vdso_data(host.setup(view), self.image.info.get("vdso_data"), clock.boot_ns)
         self.machine.reset(self._page_image(setup))
         self._apply(replace(setup, writes=()), -1)
         st.host_iter = host.steps(view)

@@ -15,6 +15,7 @@ from emu.alternatives import CPU_CHOICES, apply_alternatives, default_cpu
 from emu.elf import Image, read_elf
 from emu.errors import ImageError
 from emu.vdso_layout import CS_HRES_COARSE, CS_RAW, VdsoLayout, analyze
+from host_model.clock import Seed, hz_of
 from host_model.vdso_data import VdsoDataSpec
 
 #: Dynamic symbols that make an ELF a vDSO rather than a project reader.
@@ -107,4 +108,20 @@ def load_dump_dir(directory: Path, *, name: str, cpu: str | None = None):
     from emu.vdso_dump import load_dump
 
     data, layout = load_dump(directory)
-    return load_real(data, name=name, path=directory, cpu=cpu, layout=layout)
+    image = load_real(data, name=name, path=directory, cpu=cpu, layout=layout)
+    seed = clock_seed(directory)
+    if seed is not None:
+        image.info["clock_seed"] = seed
+    return image
+
+
+def clock_seed(directory: Path) -> Seed | None:
+    """The dump's real vCPU 0 pvti as the model clock's start: its TSC frequency, its
+    system_time as boot time and its tsc_timestamp as the TSC at step 0 (None without one)."""
+    import json
+
+    meta = json.loads((directory / "dump.json").read_text())
+    p = meta.get("pvti")
+    if not p or not p.get("stable") or not p.get("tsc_to_system_mul"):
+        return None
+    return Seed(hz_of(p["tsc_to_system_mul"], p["tsc_shift"]), p["system_time"], p["tsc_timestamp"])

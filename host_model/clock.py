@@ -28,6 +28,25 @@ class TscSegment:
         return self.start_tsc + (t - self.start) * self.hz * NS_PER_STEP // NS_PER_S
 
 
+def hz_of(mul: int, shift: int) -> int:
+    """The TSC frequency that a pvti's (mul, shift) converts to nanoseconds.
+
+    One cycle is mul / 2^32 * 2^shift ns, so there are 1e9 * 2^32 / (mul * 2^shift) per second.
+    """
+    if shift >= 0:
+        return (NS_PER_S << 32) // (mul << shift)
+    return (NS_PER_S << 32 << -shift) // mul
+
+
+@dataclass(frozen=True)
+class Seed:
+    """A real pvti to start the model's clock from (a dump of a KVM guest's pvclock page)."""
+
+    tsc_hz: int
+    boot_ns: int
+    tsc_base: int
+
+
 @dataclass
 class Clock:
     """The host's true time and the per-vCPU TSCs, piecewise linear in logical steps."""
@@ -37,11 +56,15 @@ class Clock:
     boot_ns: int = BOOT_NS
     #: Per-vCPU TSC offsets in cycles (non-zero only for unsynchronised-TSC hosts).
     offsets: tuple[int, ...] = ()
+    #: The TSC at step 0 (before offsets); default: `boot_ns` worth of cycles.
+    tsc_base: int | None = None
     segments: list[list[TscSegment]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.segments:
-            base = self.boot_ns * self.tsc_hz // NS_PER_S
+            base = self.tsc_base
+            if base is None:
+                base = self.boot_ns * self.tsc_hz // NS_PER_S
             offs = self.offsets or (0,) * self.vcpus
             self.segments = [
                 [TscSegment(0, base + offs[v], self.tsc_hz)] for v in range(self.vcpus)

@@ -45,12 +45,12 @@ class VdsoDataSpec:
     clock_mode: int = CLOCK_MODE_PVCLOCK
 
 
-def identity_values(clock_mode: int = CLOCK_MODE_PVCLOCK) -> dict[str, int]:
-    """Scalar member values of the identity transform (basetime entries are all zero)."""
+def identity_values(clock_mode: int = CLOCK_MODE_PVCLOCK, boot_ns: int = BOOT_NS) -> dict[str, int]:
+    """Scalar member values of the identity transform anchored at `boot_ns`'s whole second."""
     return {
         "seq": 0,
         "clock_mode": clock_mode,
-        "cycle_last": BOOT_NS - BOOT_NS % NS_PER_S,
+        "cycle_last": boot_ns - boot_ns % NS_PER_S,
         "max_cycles": U64_MAX,
         "mask": U64_MAX,
         "mult": 1,
@@ -58,9 +58,11 @@ def identity_values(clock_mode: int = CLOCK_MODE_PVCLOCK) -> dict[str, int]:
     }
 
 
-def pack_record(spec: VdsoDataSpec, values: dict[str, int] | None = None) -> bytes:
+def pack_record(
+    spec: VdsoDataSpec, values: dict[str, int] | None = None, boot_ns: int = BOOT_NS
+) -> bytes:
     """One clock record as bytes: `values` (default: the identity) at the spec's offsets."""
-    vals = identity_values(spec.clock_mode) if values is None else values
+    vals = identity_values(spec.clock_mode, boot_ns) if values is None else values
     buf = bytearray(spec.size)
     for name, value in vals.items():
         f = spec.fields.get(name)
@@ -73,7 +75,7 @@ def pack_record(spec: VdsoDataSpec, values: dict[str, int] | None = None) -> byt
     base = spec.fields.get("basetime")
     if base is not None and values is None:
         off, _size, count, stride = base
-        sec = (BOOT_NS // NS_PER_S).to_bytes(8, "little")
+        sec = (boot_ns // NS_PER_S).to_bytes(8, "little")
         for i in range(count):
             buf[off + i * stride : off + i * stride + 8] = sec
     return bytes(buf)
@@ -92,22 +94,22 @@ def expected_ns(
     return sec * 1_000_000_000 + ns
 
 
-def setup_writes(spec: VdsoDataSpec) -> tuple[PageWrite, ...]:
+def setup_writes(spec: VdsoDataSpec, boot_ns: int = BOOT_NS) -> tuple[PageWrite, ...]:
     """The stores that put every clock record in place before the guest runs."""
-    rec = pack_record(spec)
+    rec = pack_record(spec, boot_ns=boot_ns)
     return tuple(
         PageWrite(spec.page, off, rec, f"vdso_data[{i}]", 0, spec.clock_mode)
         for i, off in enumerate(spec.records)
     )
 
 
-def with_vdso_data(step: HostStep, spec: VdsoDataSpec | None) -> HostStep:
+def with_vdso_data(step: HostStep, spec: VdsoDataSpec | None, boot_ns: int = BOOT_NS) -> HostStep:
     """`step` (a host's setup) with the vdso_data records written first."""
     if spec is None:
         return step
     return HostStep(
         step.label,
-        writes=setup_writes(spec) + step.writes,
+        writes=setup_writes(spec, boot_ns) + step.writes,
         publish=step.publish,
         park=step.park,
         unpark=step.unpark,

@@ -72,7 +72,11 @@ def _quiescent(spec: str, image, clock: str = "CLOCK_MONOTONIC", cpu: str = "") 
         assert "pvti0" in r.keys
         # The value is the pvclock formula at one instant of the read, through the identity
         # vdso_data transform.
-        ok = {expected_ns(pvti.ns_at(run.clock.tsc(0, t))) for t in range(r.start, r.end + 1)}
+        boot = run.clock.boot_ns
+        anchor = (identity_values(boot_ns=boot), (boot // 10**9, 0))
+        ok = {
+            expected_ns(pvti.ns_at(run.clock.tsc(0, t)), *anchor) for t in range(r.start, r.end + 1)
+        }
         assert r.value in ok
         assert run.clock.ns(r.start) - 1 <= r.value <= run.clock.ns(r.end)
 
@@ -172,3 +176,29 @@ def test_debian_images_quiescent(path, cpu):
     image = load(str(path), cpu=cpu)
     assert image.info["layout_source"] == "dwarf"
     _quiescent(str(path), image, cpu=cpu)
+
+
+def test_dump_with_a_real_pvti_seeds_the_model_clock(dump):
+    import json
+
+    from emu.executor import Executor
+    from emu.image import load as load_image
+    from emu.scenario import Scenario
+    from emu.search.base import Default
+    from host_model.clock import BOOT_NS, hz_of
+
+    image = load_image(dump)
+    real = json.loads((dump / "dump.json").read_text()).get("pvti")
+    seed = image.info.get("clock_seed")
+    sc = Scenario(image=str(dump), host_params={"updates": 0}, vcpus=1, reads=1)
+    run = Executor(sc, image).run(Default())
+    (read,) = run.reads
+    if real and real["stable"]:
+        assert seed.tsc_hz == hz_of(real["tsc_to_system_mul"], real["tsc_shift"])
+        assert run.clock.ns(0) == real["system_time"]
+        assert run.clock.tsc(0, 0) == real["tsc_timestamp"]
+        # the read returns the real guest's time, a few logical steps after the dump's record
+        assert 0 < read.value - real["system_time"] < 10_000
+    else:
+        assert seed is None
+        assert run.clock.ns(0) == BOOT_NS
