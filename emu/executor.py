@@ -19,7 +19,7 @@ from emu.elf import Image
 from emu.machine import EXIT_ADDR, Machine
 from emu.run import DECLINED, FALLBACK, FAULT, HANG, VALUE, HostEvent, Op, Read, Run
 from emu.scenario import Scenario
-from emu.search.base import Scheduler
+from emu.search.base import PointInfo, Scheduler
 from host_model.base import HostModel, HostStep, HostView
 from host_model.clock import Clock
 from host_model.pvti import PVTI_SLOT, U64_MAX
@@ -80,6 +80,9 @@ class State:
     pending: int | None = None
     running: Task | None = None
     stop: str = ""
+    #: The visible operation the running task is about to execute, while it waits for a
+    #: decision: (kind, address, size).
+    op: tuple[str, int, int] | None = None
     migrations: int = 0
 
 
@@ -138,6 +141,7 @@ class Executor:
         run = Run([], [], {}, clock, [], 0, 0)
         tasks = [Task(i, i, sc.reads) for i in range(sc.vcpus)]
         st = self.st = State(scheduler, clock, host, view, tasks, run)
+        self._wants_info = getattr(scheduler, "wants_info", False)
         self.observer = observer
         setup = with_vdso_data(host.setup(view), self.image.info.get("vdso_data"), clock.boot_ns)
         self.machine.reset(self._page_image(setup))
@@ -197,7 +201,10 @@ class Executor:
             labels = self._labels.get(key)
             if labels is None:
                 labels = self._labels[key] = tuple(self.labels[a] for a in options)
-            k = st.scheduler.choose(st.point, labels)
+            if self._wants_info:
+                k = st.scheduler.choose(st.point, labels, self._info())
+            else:
+                k = st.scheduler.choose(st.point, labels)
             if not 0 <= k < len(options):
                 raise ValueError(f"scheduler chose option {k} of {len(options)}")
             choice = options[k]
@@ -227,9 +234,7 @@ class Executor:
         if not moves:
             return
         labels = ("stay",) + tuple(f"t{t.index}>v{w}" for t, w in moves)
-        k = st.scheduler.choose(st.point, labels)
-        if not 0 <= k < len(labels):
-            raise ValueError(f"scheduler chose option {k} of {len(labels)}")
+        k = self._choose_action(labels)
         if k:
             st.run.choices.append((st.point, labels[k]))
             task, w = moves[k - 1]
@@ -254,15 +259,37 @@ class Executor:
             return t
         # Farthest back first: the earliest TSCs are the ones that can predate a record.
         labels = ("tsc",) + tuple(f"tsc-{k}" for k in range(back, 0, -1))
-        k = st.scheduler.choose(st.point, labels)
-        if not 0 <= k < len(labels):
-            raise ValueError(f"scheduler chose option {k} of {len(labels)}")
+        k = self._choose_action(labels)
         if not k:
             st.point += 1
             return t
         st.run.choices.append((st.point, labels[k]))
         st.point += 1
         return t - (back + 1 - k)
+
+    def _choose_action(self, labels: tuple[str, ...]) -> int:
+        """Ask the scheduler at an action point (migration, speculation)."""
+        st = self.st
+        if self._wants_info:
+            k = st.scheduler.choose(st.point, labels, PointInfo())
+        else:
+            k = st.scheduler.choose(st.point, labels)
+        if not 0 <= k < len(labels):
+            raise ValueError(f"scheduler chose option {k} of {len(labels)}")
+        return k
+
+    def _info(self) -> PointInfo:
+        st = self.st
+        step = st.host_next
+        writes = None
+        if step is not None and not (step.park or step.unpark or step.tsc):
+            pages = self.machine.layout.pages
+            writes = tuple(
+                (pages[w.page] + w.offset, pages[w.page] + w.offset + len(w.data))
+                for w in step.writes
+            )
+        task = st.running.index if st.op is not None and st.running is not None else None
+        return PointInfo(None if task is None else self.labels[task], st.op, writes)
 
     def _turn(self, task: Task) -> bool:
         """May `task` execute its visible operation now? Runs host steps chosen before it."""
@@ -365,7 +392,10 @@ class Executor:
             if task is not None:
                 task.spec_from, task.spec_loads = st.t, 0
             return
-        if not self._turn(task):
+        st.op = (kind, ea, site.mem.size if site.mem is not None else 0)
+        turn = self._turn(task)
+        st.op = None
+        if not turn:
             st.stop = "switch"
             uc.emu_stop()
             return

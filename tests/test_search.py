@@ -289,3 +289,47 @@ def test_cli_pct_with_depth(capsys, tmp_path):
     d = json.loads(capsys.readouterr().out)
     assert rc == 1 and d["verdict"] == "violation"
     assert d["stats"]["depth"] == 2
+
+
+def test_point_info_host_commutes_only_with_disjoint_loads():
+    from emu.search.base import PointInfo
+
+    load = ("load", 0x1000, 4)
+    assert PointInfo("t0", load, ((0x1008, 0x1010),)).host_commutes()
+    assert not PointInfo("t0", load, ((0x1002, 0x1003),)).host_commutes()
+    assert not PointInfo("t0", load, None).host_commutes()  # parks or retunes: conflicts
+    assert not PointInfo("t0", ("rdtsc", 0, 0), ((0x1008, 0x1010),)).host_commutes()
+
+
+def test_executor_tells_an_info_scheduler_the_pending_load_and_the_host_writes():
+    from emu.search.base import PointInfo
+
+    c = campaign("modern", host="kvm", reads=1)
+    lo, hi = c.executor.shared
+    seen: list[tuple[tuple[str, ...], PointInfo]] = []
+
+    class Spy:
+        wants_info = True
+
+        def choose(self, index, options, info):
+            seen.append((options, info))
+            return len(options) - 1 if index == 3 else 0
+
+    c.run(Spy())
+    loads = [i for _, i in seen if i.op and i.op[0] == "load"]
+    assert loads and all(lo <= i.op[1] < hi and i.task for i in loads)
+    writes = [i.host_writes for _, i in seen if i.host_writes]
+    assert writes and all(lo <= a < b <= hi for w in writes for a, b in w)
+
+
+def test_exhaustive_prunes_commuting_host_steps_at_bound_2():
+    c = campaign("modern", host="kvm", reads=1)
+    s = ExhaustiveStrategy(bound=2)
+
+    def run_one(sched):
+        run, vs = c.run(sched)
+        return Result(bool(vs), run.points)
+
+    s.explore(run_one, 10**6)
+    assert s.complete and not s.violated
+    assert s.stats["commuted"] > 0

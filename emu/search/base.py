@@ -8,7 +8,32 @@ shrinking towards option 0 shrinks towards fewer preemptions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PointInfo:
+    """What the next event of some options would touch, for strategies that reduce.
+
+    A scheduler whose class sets `wants_info = True` is called as
+    `choose(index, options, info)`.
+    """
+
+    #: The task that is about to execute a visible operation (its label), and that
+    #: operation: (kind, address, size). None at decisions outside a guest operation.
+    task: str | None = None
+    op: tuple[str, int, int] | None = None
+    #: Address ranges [start, end) the host's next step writes; None when the host has no
+    #: next step or the step does more than write (parks vCPUs, retunes a TSC).
+    host_writes: tuple[tuple[int, int], ...] | None = None
+
+    def host_commutes(self) -> bool:
+        """Would the host's next step and the task's pending load touch disjoint bytes?"""
+        if self.op is None or self.host_writes is None or self.op[0] != "load":
+            return False
+        _, lo, size = self.op
+        return all(hi <= lo or lo + size <= start for start, hi in self.host_writes)
 
 
 class Scheduler(Protocol):

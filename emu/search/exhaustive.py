@@ -26,7 +26,11 @@ search cannot see: a task reappearing among the options after being absent (only
 step unparks a vCPU). Two caveats of the equivalence: operations that read the TSC see the
 logical time, which the reordering shifts by a few steps, and the executor's fairness
 rotation (32 events per agent) can make a merged segment cost one more preemption.
-`reduce=False` turns the reduction off.
+A second reduction uses what the executor tells a decision point (`PointInfo`): when the
+running task is about to load an address that the host's next step does not write, running
+the host first or the load first gives the same values, and the host can still go right
+after the load at the same preemption cost; so the host alternative is skipped there.
+`reduce=False` turns both reductions off.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from emu.search.strategy import RunOne, is_agent_point, is_task
+from emu.search.base import PointInfo
+from emu.search.strategy import HOST, RunOne, is_agent_point, is_task
 
 
 class Nondeterminism(RuntimeError):
@@ -92,17 +97,25 @@ class Frame:
     before: Walk
     chosen: int = 0
     todo: list[int] = field(default_factory=list)
+    info: PointInfo = field(default_factory=PointInfo)
+
+
+NO_INFO = PointInfo()
 
 
 class Guided:
     """One run's scheduler: follow `frames`' choices, then the default; record the options."""
 
+    wants_info = True
+
     def __init__(self, frames: list[Frame]) -> None:
         self.frames = frames
         self.seen: list[tuple[str, ...]] = []
+        self.infos: list[PointInfo] = []
 
-    def choose(self, index: int, options: tuple[str, ...]) -> int:
+    def choose(self, index: int, options: tuple[str, ...], info: PointInfo = NO_INFO) -> int:
         self.seen.append(options)
+        self.infos.append(info)
         if index < len(self.frames):
             f = self.frames[index]
             if f.options != options:
@@ -127,16 +140,25 @@ class ExhaustiveStrategy:
         self.stats: dict[str, Any] = {}
         self.interleavings = 0
         self.pruned = 0
+        self.commuted = 0
         self.complete = False
         self.violated = False
 
-    def _alternatives(self, options: tuple[str, ...], before: Walk) -> list[int]:
+    def _alternatives(self, options: tuple[str, ...], before: Walk, info: PointInfo) -> list[int]:
         out = []
         for k in range(1, len(options)):
             if before.preemptions + before.cost(options, k) > self.bound:
                 continue
             if self.reduce and before.pruned(options, k):
                 self.pruned += 1
+                continue
+            if (
+                self.reduce
+                and options[k] == HOST
+                and options[0] == info.task
+                and info.host_commutes()
+            ):
+                self.commuted += 1
                 continue
             out.append(k)
         return out
@@ -156,8 +178,10 @@ class ExhaustiveStrategy:
                     if frames
                     else Walk()
                 )
-                for options in sched.seen[len(frames) :]:
-                    frames.append(Frame(options, walk, 0, self._alternatives(options, walk)))
+                fresh = zip(sched.seen[len(frames) :], sched.infos[len(frames) :], strict=True)
+                for options, info in fresh:
+                    todo = self._alternatives(options, walk, info)
+                    frames.append(Frame(options, walk, 0, todo, info))
                     walk = walk.after(options, 0)
                 while frames and not frames[-1].todo:
                     frames.pop()
@@ -178,10 +202,15 @@ class ExhaustiveStrategy:
                 "complete": self.complete,
                 "reduction": self.reduce,
                 "pruned": self.pruned,
+                "commuted": self.commuted,
             }
         )
         what = f"{n} distinct interleaving{'s' if n != 1 else ''}"
-        red = f", {self.pruned} reordered-only alternatives pruned" if self.reduce else ""
+        red = (
+            f", {self.pruned} reordered-only and {self.commuted} commuting host alternatives pruned"
+            if self.reduce
+            else ""
+        )
         if self.violated:
             self.notes.append(f"exhaustive: violation after {what} (preemption bound {self.bound})")
         elif self.complete:
