@@ -80,6 +80,7 @@ class State:
     pending: int | None = None
     running: Task | None = None
     stop: str = ""
+    ndone: int = 0
     #: The visible operation the running task is about to execute, while it waits for a
     #: decision: (kind, address, size).
     op: tuple[str, int, int] | None = None
@@ -118,7 +119,7 @@ class Executor:
             self.uc.hook_add(UC_HOOK_CODE, self._hook, data, addr, addr)
         self.observer: Observer | None = None
         self.st: State | None = None
-        self._labels: dict[tuple[int, ...], tuple[str, ...]] = {}
+        self._keys: dict[int, str] = {}
 
     # --- one run ------------------------------------------------------------------------
 
@@ -142,6 +143,8 @@ class Executor:
         tasks = [Task(i, i, sc.reads) for i in range(sc.vcpus)]
         st = self.st = State(scheduler, clock, host, view, tasks, run)
         self._wants_info = getattr(scheduler, "wants_info", False)
+        self._enabled_cache: dict[tuple, list[int]] = {}
+        self._options_cache: dict[tuple, tuple[tuple[int, ...], tuple[str, ...]]] = {}
         self.observer = observer
         setup = with_vdso_data(host.setup(view), self.image.info.get("vdso_data"), clock.boot_ns)
         self.machine.reset(self._page_image(setup))
@@ -182,13 +185,19 @@ class Executor:
         if self.scenario.task_migration and st.migrations < MIGRATIONS:
             self._migration_point()
         cur = st.current
-        parked = st.parked
-        enabled = [t.index for t in st.tasks if not t.done and t.vcpu not in parked]
-        if st.host_next is not None:
-            enabled.append(self.HOST)
+        # Who can run changes only when a task finishes, a vCPU is parked or resumed, a task
+        # migrates or the host runs out of steps; cache the option lists per such state.
+        state = (st.parked, st.ndone, st.host_next is None, st.migrations)
+        enabled = self._enabled_cache.get(state)
+        if enabled is None:
+            parked = st.parked
+            enabled = [t.index for t in st.tasks if not t.done and t.vcpu not in parked]
+            if st.host_next is not None:
+                enabled.append(self.HOST)
+            self._enabled_cache[state] = enabled
         if not enabled:
             return None
-        if cur in enabled and st.run_len < SPIN:
+        if st.run_len < SPIN and cur in enabled:
             default = cur
         else:
             n = self.HOST + 1
@@ -196,11 +205,12 @@ class Executor:
         if len(enabled) == 1:
             choice = default
         else:
-            options = [default] + [a for a in enabled if a != default]
-            key = tuple(options)
-            labels = self._labels.get(key)
-            if labels is None:
-                labels = self._labels[key] = tuple(self.labels[a] for a in options)
+            cached = self._options_cache.get((state, default))
+            if cached is None:
+                opts = (default,) + tuple(a for a in enabled if a != default)
+                cached = (opts, tuple(self.labels[a] for a in opts))
+                self._options_cache[(state, default)] = cached
+            options, labels = cached
             if self._wants_info:
                 k = st.scheduler.choose(st.point, labels, self._info())
             else:
@@ -355,6 +365,12 @@ class Executor:
     # --- guest -------------------------------------------------------------------------
 
     def _key(self, ea: int) -> str:
+        key = self._keys.get(ea)
+        if key is None:
+            key = self._keys[ea] = self._key_of(ea)
+        return key
+
+    def _key_of(self, ea: int) -> str:
         for addr, name in reversed(self.page_at):
             if ea >= addr:
                 off = ea - addr
@@ -452,6 +468,7 @@ class Executor:
         task.reads_left -= 1
         if task.reads_left == 0:
             task.done = True
+            self.st.ndone += 1
 
     def _resume(self, task: Task) -> None:
         st = self.st

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from host_model.base import HostStep
 from host_model.clock import Clock
@@ -12,9 +12,11 @@ from host_model.clock import Clock
 VALUE, DECLINED, FALLBACK, FAULT, HANG = "value", "declined", "fallback", "fault", "hang"
 
 
-@dataclass(frozen=True)
-class Op:
-    """One executed visible operation: logical time, who, what, where."""
+class Op(NamedTuple):
+    """One executed visible operation: logical time, who, what, where.
+
+    A named tuple, not a dataclass: the executor makes one per visible operation.
+    """
 
     t: int
     task: int
