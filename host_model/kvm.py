@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from host_model.base import HostModel, HostStep, HostView, Param, TscChange
 from host_model.pvti import Pvti
-from host_model.writer import initial_writes, seqlock_update, snapshot
+from host_model.writer import initial_writes, republish, seqlock_update, snapshot
 
 
 class Kvm(HostModel):
@@ -46,12 +46,7 @@ class Kvm(HostModel):
                 f"vcpu{vcpu} TSC retuned",
                 tsc=(TscChange(vcpu, self.tsc_hz or None, self.tsc_jump),),
             )
-        old = self.pvti[vcpu]
-        new = snapshot(view.clock, vcpu, view.t, version=old.version)
-        for step in self.write(vcpu, old, new):
-            yield step
-            if step.publish:
-                self.pvti[vcpu] = step.publish[0].snapshot
+        yield from republish(self.pvti, vcpu, view, protocol=self.write)
         if parked:
             yield HostStep(f"vcpu{vcpu} re-enters the guest", unpark=parked)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from host_model.base import HostModel, HostStep, HostView, Param, TscChange
-from host_model.writer import initial_writes, seqlock_update, snapshot
+from host_model.writer import initial_writes, republish, snapshot
 
 
 class KvmMasterclock(HostModel):
@@ -47,10 +47,5 @@ class KvmMasterclock(HostModel):
                     tsc=tuple(TscChange(v, self.tsc_hz or None, self.tsc_jump) for v in everyone),
                 )
             for v in range(view.vcpus):
-                old = self.pvti[v]
-                new = snapshot(view.clock, v, view.t, old.version, stable=bool(self.masterclock))
-                for step in seqlock_update(v, old, new):
-                    yield step
-                    if step.publish:
-                        self.pvti[v] = step.publish[0].snapshot
+                yield from republish(self.pvti, v, view, stable=bool(self.masterclock))
             yield HostStep("master clock updated: guest entries allowed", unpark=everyone)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 from host_model.base import HostModel, HostStep, HostView, Param, TscChange
 from host_model.clock import DEFAULT_TSC_HZ
-from host_model.writer import initial_writes, seqlock_update, snapshot
+from host_model.writer import initial_writes, republish, snapshot
 
 ORDERS = ("vcpu0-last", "vcpu0-first")
 
@@ -63,12 +63,7 @@ class KvmMigration(HostModel):
                 tsc=tuple(TscChange(v, self.tsc_hz or None, self.tsc_jump) for v in everyone),
             )
         for v in self.resume_order(view.vcpus):
-            old = self.pvti[v]
-            new = snapshot(view.clock, v, view.t, old.version, stable=bool(self.stable))
-            for step in seqlock_update(v, old, new):
-                yield step
-                if step.publish:
-                    self.pvti[v] = step.publish[0].snapshot
+            yield from republish(self.pvti, v, view, stable=bool(self.stable))
             yield HostStep(f"vcpu{v} re-enters the guest on the destination", unpark=frozenset({v}))
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from host_model.base import HostModel, HostStep, HostView, Param
-from host_model.writer import initial_writes, seqlock_update, snapshot
+from host_model.writer import initial_writes, republish, snapshot
 
 
 class UnsyncedTsc(HostModel):
@@ -42,10 +42,5 @@ class UnsyncedTsc(HostModel):
             for v in range(view.vcpus):
                 me = frozenset({v})
                 yield HostStep(f"vcpu{v} exits to the host", park=me)
-                old = self.pvti[v]
-                new = snapshot(view.clock, v, view.t, old.version, stable=bool(self.stable))
-                for step in seqlock_update(v, old, new):
-                    yield step
-                    if step.publish:
-                        self.pvti[v] = step.publish[0].snapshot
+                yield from republish(self.pvti, v, view, stable=bool(self.stable))
                 yield HostStep(f"vcpu{v} re-enters the guest", unpark=me)

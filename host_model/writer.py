@@ -8,9 +8,9 @@ memory order, so the version the guest sees is never odd.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from host_model.base import HostStep, PageWrite, Publish
+from host_model.base import HostStep, HostView, PageWrite, Publish
 from host_model.clock import NS_PER_S, Clock
 from host_model.pvti import (
     BODY_FIELDS,
@@ -99,3 +99,21 @@ def legacy_copy(vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
         last = i == len(changed) - 1
         yield _step(store(vcpu, name, cur, nxt), (Publish(slot_key(vcpu), final),) if last else ())
         cur = nxt
+
+
+def republish(
+    pvtis: list[Pvti],
+    vcpu: int,
+    view: HostView,
+    *,
+    stable: bool = True,
+    protocol: Callable[[int, Pvti, Pvti], Iterator[HostStep]] = seqlock_update,
+) -> Iterator[HostStep]:
+    """Recompute `vcpu`'s pvti from the clock now and store it with `protocol`, step by
+    step; `pvtis[vcpu]` follows what the guest can see as published."""
+    old = pvtis[vcpu]
+    new = snapshot(view.clock, vcpu, view.t, old.version, stable=stable)
+    for step in protocol(vcpu, old, new):
+        yield step
+        if step.publish:
+            pvtis[vcpu] = step.publish[0].snapshot

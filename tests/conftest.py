@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from emu.executor import Executor
+from emu.image import BLOBS_DIR
 from emu.scenario import Scenario
 
 _EXECUTORS: dict[tuple, Executor] = {}
@@ -21,3 +26,30 @@ def executor_for(image: str, **kw) -> Executor:
 @pytest.fixture
 def make_executor():
     return executor_for
+
+
+def build_reader(tmp_path: Path, name: str, source: str, *flags: str) -> Path:
+    """Compile a small reader of a test's own with the project's vDSO linker script."""
+    cc = shutil.which("gcc")
+    assert cc, "gcc is needed to build test readers (.ci/run installs it)"
+    src = tmp_path / f"{name}.c"
+    src.write_text(source)
+    out = tmp_path / f"{name}.so"
+    cmd = [
+        cc,
+        "-O2",
+        *flags,
+        "-fPIC",
+        "-shared",
+        "-nostdlib",
+        "-fno-asynchronous-unwind-tables",
+        "-fcf-protection=none",
+        "-Wl,--build-id=none",
+        "-Wl,--hash-style=both",
+        f"-Wl,-T,{BLOBS_DIR / 'vdso.lds'}",
+        "-o",
+        str(out),
+        str(src),
+    ]
+    subprocess.run(cmd, check=True)
+    return out

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
+from conftest import build_reader
 
 from emu.executor import Executor
-from emu.image import BLOBS_DIR
 from emu.oracles import judge
 from emu.scenario import Scenario
 from emu.search.base import Default
@@ -25,33 +21,6 @@ READERS = {
 }
 
 
-def _build(tmp_path: Path, name: str) -> Path:
-    cc = shutil.which("gcc")
-    assert cc, "gcc is needed to build the failing readers (.ci/run installs it)"
-    src = tmp_path / f"{name}.c"
-    src.write_text(READERS[name])
-    out = tmp_path / f"{name}.so"
-    subprocess.run(
-        [
-            cc,
-            "-O2",
-            "-fPIC",
-            "-shared",
-            "-nostdlib",
-            "-fno-asynchronous-unwind-tables",
-            "-fcf-protection=none",
-            "-Wl,--build-id=none",
-            "-Wl,--hash-style=both",
-            f"-Wl,-T,{BLOBS_DIR / 'vdso.lds'}",
-            "-o",
-            str(out),
-            str(src),
-        ],
-        check=True,
-    )
-    return out
-
-
 @pytest.mark.parametrize(
     ("name", "oracle"),
     [
@@ -62,7 +31,7 @@ def _build(tmp_path: Path, name: str) -> Path:
     ],
 )
 def test_guest_failure_is_a_violation(tmp_path, name, oracle):
-    path = _build(tmp_path, name)
+    path = build_reader(tmp_path, name, READERS[name])
     sc = Scenario(image=str(path), host_params={"updates": 0})
     run = Executor(sc).run(Default())
     violations = judge(run, sc)

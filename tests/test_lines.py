@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
+from conftest import build_reader
+
 from emu.executor import Executor
-from emu.image import BLOBS_DIR, load
+from emu.image import load
 from emu.lines import read_lines
 from emu.scenario import Scenario
 from emu.schedule import Schedule
@@ -24,31 +24,7 @@ unsigned long long vdsofuzz_read(void)
 
 
 def _build(tmp_path: Path) -> Path:
-    cc = shutil.which("gcc")
-    assert cc, "gcc is needed (.ci/run installs it)"
-    src = tmp_path / "reader.c"
-    src.write_text(SRC)
-    out = tmp_path / "reader.so"
-    subprocess.run(
-        [
-            cc,
-            "-g",
-            "-O2",
-            "-fPIC",
-            "-shared",
-            "-nostdlib",
-            "-fno-asynchronous-unwind-tables",
-            "-fcf-protection=none",
-            "-Wl,--build-id=none",
-            "-Wl,--hash-style=both",
-            f"-Wl,-T,{BLOBS_DIR / 'vdso.lds'}",
-            "-o",
-            str(out),
-            str(src),
-        ],
-        check=True,
-    )
-    return out
+    return build_reader(tmp_path, "reader", SRC, "-g")
 
 
 def test_line_table_maps_the_load_to_its_c_line(tmp_path):
