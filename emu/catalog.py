@@ -260,6 +260,57 @@ def for_image(entries: Iterable[Entry], image: str) -> list[Entry]:
     return out
 
 
+# --- every build of every reader ------------------------------------------------------------
+
+
+def homes(path: Path | None = None) -> dict[str, str]:
+    """Reader name -> the catalog entry that is its home scenario (`"homes"` in the file)."""
+    path = path or CATALOG
+    data = json.loads(Path(path).read_text())
+    return dict(data.get("homes", {}))
+
+
+def for_builds(entries: Iterable[Entry], home: dict[str, str], schedules: int) -> list[Entry]:
+    """Every bundled image (all arches, compilers, levels) under its reader's home scenario.
+
+    A build expected to pass is searched with `schedules` random schedules; a build of a
+    seeded bug is expected to break an oracle (any: another compiler may break it another
+    way) unless the manifest says that build does not contain the bug.
+    """
+    from emu.image import manifest
+
+    by_name = {e.name: e for e in entries}
+    out = []
+    for img in manifest()["images"]:
+        name = home.get(img["reader"])
+        if name is None:
+            raise CatalogError(f"the catalog has no home scenario for reader {img['reader']!r}")
+        try:
+            e = by_name[name]
+        except KeyError:
+            raise CatalogError(f"home scenario {name!r} is not in the catalog") from None
+        sc = replace(e.scenario, image=img["name"])
+        expect = e.expect
+        if img.get("bug") and not img.get("bug_compiled_in", True):
+            expect = PASS
+        if expect == PASS:
+            out.append(
+                replace(
+                    e,
+                    name=img["name"],
+                    scenario=sc,
+                    expect=PASS,
+                    oracle=None,
+                    strategies=("random",),
+                    max_schedules=schedules,
+                    reference=False,
+                )
+            )
+        else:
+            out.append(replace(e, name=img["name"], scenario=sc, oracle=None, reference=False))
+    return out
+
+
 # --- running -------------------------------------------------------------------------------
 
 

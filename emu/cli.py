@@ -262,8 +262,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     from emu import catalog
 
     entries = catalog.load(args.catalog)
+    if args.image and args.builds:
+        raise UsageError("--image and --builds do not go together")
     if args.image:
         entries = catalog.for_image(entries, args.image)
+    if args.builds:
+        entries = catalog.for_builds(entries, catalog.homes(args.catalog), args.schedules)
     if args.only:
         entries = [e for e in entries if any(s in e.name for s in args.only)]
         if not entries:
@@ -423,6 +427,18 @@ def parser() -> argparse.ArgumentParser:
         "verdicts.",
     )
     c.add_argument("--image", help="a reader image (path or name) to run the host scenarios on")
+    c.add_argument(
+        "--builds",
+        action="store_true",
+        help="every bundled image (all arches, compilers, levels) under its reader's home "
+        'scenario (the catalog\'s "homes")',
+    )
+    c.add_argument(
+        "--schedules",
+        type=int,
+        default=20_000,
+        help="with --builds: random schedules for each build expected to pass (default 20000)",
+    )
     c.add_argument("--out", type=Path, default=DEFAULT_OUT / "check", help="where findings go")
     c.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")
     c.add_argument("--json", action="store_true", help="the results as JSON on stdout")

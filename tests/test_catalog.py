@@ -264,3 +264,24 @@ def test_fuzz_cli_takes_the_machine_options(tmp_path, capsys):
     assert main(argv + ["--json"]) == 1
     d = json.loads(capsys.readouterr().out)
     assert ">v" in d["schedule"]
+
+
+def test_every_bundled_build_gets_its_home_verdict():
+    from emu.image import manifest
+
+    homes = catalog.homes()
+    images = manifest()["images"]
+    assert {e["reader"] for e in images} <= set(homes), "every reader has a home scenario"
+    entries = catalog.for_builds(ENTRIES, homes, schedules=200)
+    assert len(entries) == len(images)
+    results = catalog.check(entries, out=None, jobs=2)
+    wrong = [f"{r.name}: expected {r.expected}, got {r.got}" for r in results if not r.ok]
+    assert not wrong, wrong
+    # every seeded bug, in every build, breaks an oracle; every correct build passes
+    for r, img in zip(results, images, strict=True):
+        assert r.verdict == ("violation" if img.get("bug") else "pass"), r.name
+
+
+def test_builds_and_image_do_not_go_together(capsys):
+    assert main(["check", "--builds", "--image", "modern"]) == 2
+    assert "do not go together" in capsys.readouterr().err
