@@ -26,15 +26,29 @@ class Violation:
         return {"oracle": self.oracle, "message": self.message, "reads": list(self.reads)}
 
 
+def _match_at(run: Run, read: Read, t: int, keys: list[str]) -> object | None:
+    tsc = run.clock.tsc(read.vcpu_at(t), t)
+    for key in keys:
+        snap = run.current(key, t)
+        if snap is not None and snap.ns_at(tsc) == read.value:
+            return snap
+    return None
+
+
 def _match(run: Run, read: Read) -> tuple[int, object] | None:
-    """(t, record) such that the read's value is that record's time at instant t, or None."""
+    """(t, record) such that the read's value is that record's time at instant t with the
+    reading vCPU's TSC at t, or None. The instants of the read's own TSC reads are tried
+    first (a correct reader's value comes from one of them), then every instant in order."""
+    keys = sorted(read.keys)
+    for op in read.ops:
+        if op.kind in ("rdtsc", "rdtscp"):
+            snap = _match_at(run, read, op.t, keys)
+            if snap is not None:
+                return op.t, snap
     for t in range(read.start, read.end + 1):
-        vcpu = read.vcpu_at(t)
-        tsc = run.clock.tsc(vcpu, t)
-        for key in sorted(read.keys):
-            snap = run.current(key, t)
-            if snap is not None and snap.ns_at(tsc) == read.value:
-                return t, snap
+        snap = _match_at(run, read, t, keys)
+        if snap is not None:
+            return t, snap
     return None
 
 

@@ -7,7 +7,8 @@ hand-computed values.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import NamedTuple
 
 PVTI_SIZE = 32
 #: Linux's `pvclock_vsyscall_time_info` pads each vCPU's pvti to a 64-byte slot.
@@ -54,9 +55,11 @@ def field_at(offset: int) -> Field:
     raise ValueError(f"offset {offset} is outside a {PVTI_SIZE}-byte pvti")
 
 
-@dataclass(frozen=True)
-class Pvti:
-    """One `pvclock_vcpu_time_info` as the guest sees it."""
+class Pvti(NamedTuple):
+    """One `pvclock_vcpu_time_info` as the guest sees it.
+
+    A named tuple: hosts make one per store they model, so it must be cheap to copy.
+    """
 
     version: int = 0
     tsc_timestamp: int = 0
@@ -87,14 +90,26 @@ class Pvti:
         return cls(version, ts, st, mul, shift, flags)
 
     def field_bytes(self, name: str) -> bytes:
-        f = FIELD_BY_NAME[name]
-        return self.pack()[f.offset : f.offset + f.size]
+        """The little-endian bytes of one field, as a host stores it."""
+        return _FIELD_PACK[name](getattr(self, name))
 
     def with_(self, **changes: int) -> Pvti:
-        return replace(self, **changes)
+        return self._replace(**changes)
 
     def ns_at(self, tsc: int) -> int:
         return pvclock_ns(self, tsc)
+
+
+def _packer(f: Field):
+    fmt = {1: "b" if f.signed else "B", 2: "H", 4: "I", 8: "Q"}[f.size]
+    mask = (1 << (8 * f.size)) - 1
+    pack = struct.Struct("<" + fmt).pack
+    if f.signed:
+        return pack
+    return lambda value: pack(value & mask)
+
+
+_FIELD_PACK = {f.name: _packer(f) for f in FIELDS}
 
 
 def scale_delta(delta: int, mul: int, shift: int) -> int:

@@ -9,6 +9,7 @@ memory order, so the version the guest sees is never odd.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 
 from host_model.base import HostStep, HostView, PageWrite, Publish
 from host_model.clock import NS_PER_S, Clock
@@ -55,6 +56,13 @@ def snapshot(clock: Clock, vcpu: int, t: int, version: int, stable: bool = True)
 
 def initial_writes(pvtis: list[Pvti]) -> HostStep:
     """The zero-time step that puts every vCPU's first pvti in place before the guest runs."""
+    return _initial_writes(tuple(pvtis))
+
+
+@lru_cache(maxsize=256)
+def _initial_writes(pvtis: tuple[Pvti, ...]) -> HostStep:
+    # Every run of a scenario boots the same way; the executor also caches the page image
+    # by this step, so the same records must give the same (identical) step.
     writes = []
     for v, p in enumerate(pvtis):
         blank = Pvti()
