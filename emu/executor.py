@@ -493,20 +493,20 @@ class Executor:
             uc.context_restore(m.entry_context(task.index))
         else:
             uc.context_restore(task.ctx)
-        pc = uc.reg_read(m.pc)
+        pc = m.reg(m.pc)
         try:
             if self.observer is None:
                 uc.emu_start(pc, EXIT_ADDR, count=INSNS)
             else:
                 self._step_until_stop(task, pc)
         except UcError as e:
-            pc = uc.reg_read(m.pc)
+            pc = m.reg(m.pc)
             self._end_read(task, FAULT, None, f"{e} at {self.image.symbolize(pc - m.layout.base)}")
             st.run.stopped = FAULT
             return
         if st.stop == "read":
             return
-        pc = uc.reg_read(m.pc)
+        pc = m.reg(m.pc)
         if st.stop == "switch":
             if task.saved is None:
                 task.saved = uc.context_save()
@@ -544,7 +544,7 @@ class Executor:
                 t = st.t
                 reads.clear()
                 uc.emu_start(pc, EXIT_ADDR, count=1)
-                if st.stop and uc.reg_read(m.pc) == pc:
+                if st.stop and m.reg(m.pc) == pc:
                     return  # stopped before the instruction: nothing executed
                 if task.fix is not None:
                     m.set_tsc(*task.fix)
@@ -555,7 +555,7 @@ class Executor:
                 self.observer(
                     "insn", (task.index, task.vcpu, st.t, pc, before, after, list(reads), op)
                 )
-                pc = uc.reg_read(m.pc)
+                pc = m.reg(m.pc)
                 if st.stop:
                     return
         finally:

@@ -106,6 +106,8 @@ class Machine:
         self._ref = ctypes.byref(self._val)
 
     def reg(self, reg_id: int) -> int:
+        # A 32-bit register fills only the low half of the buffer.
+        self._val.value = 0
         self._lib.uc_reg_read(self._h, reg_id, self._ref)
         return self._val.value
 
