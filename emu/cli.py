@@ -1,4 +1,4 @@
-"""The `vdsofuzz` command: fuzz, replay, trace, images, hosts.
+"""The `vdsofuzz` command: fuzz, replay, trace, check, images, disasm, dump-vdso, hosts.
 
 Exit codes: 0 no violation, 1 a violation found or reproduced, 2 bad input (one line on
 stderr saying what to do), 130 interrupted.
@@ -54,9 +54,6 @@ def _scenario(args: argparse.Namespace):
 def _progress(count: int, budget: int) -> None:
     if sys.stderr.isatty():
         print(f"\r  {count}/{budget} schedules", end="", file=sys.stderr, flush=True)
-
-
-STRATEGY_NAMES = ("hypothesis", "random", "pct", "exhaustive")
 
 
 def _strategy_detail(args: argparse.Namespace) -> str:
@@ -323,6 +320,8 @@ def _real_vdso_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from emu.campaign import STRATEGIES
+
     p = argparse.ArgumentParser(
         prog="vdsofuzz",
         description="Run compiled x86 vDSO clock readers on emulated vCPUs against a host "
@@ -354,7 +353,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--strategy",
         default="hypothesis",
-        choices=STRATEGY_NAMES,
+        choices=STRATEGIES,
         help="hypothesis (default: shrinks, keeps a database), random, pct (probabilistic "
         "concurrency testing, see --depth) or exhaustive (every interleaving up to "
         "--preemptions preemptions)",

@@ -43,12 +43,13 @@ def test_truncated_elf_is_refused(tmp_path: Path):
         load(p)
 
 
-def test_arm_elf_is_refused(tmp_path: Path):
+@pytest.mark.parametrize(("machine", "name"), [(40, "ARM"), (183, "AARCH64")])
+def test_arm_elf_is_refused(tmp_path: Path, machine: int, name: str):
     raw = bytearray(load("modern").path.read_bytes())
-    raw[18:20] = (183).to_bytes(2, "little")  # EM_AARCH64
+    raw[18:20] = machine.to_bytes(2, "little")  # e_machine
     p = tmp_path / "arm.so"
     p.write_bytes(bytes(raw))
-    with pytest.raises(ImageError, match="AARCH64"):
+    with pytest.raises(ImageError, match=f"ELF for {name};"):
         load(p)
 
 
