@@ -150,6 +150,15 @@ READERS = [
         "result to the u64 at vvar_page+8 (vdso_data.cycle_last); a zero vvar page = no clamp.",
     ),
     Reader(
+        "percpu-rdpid",
+        "percpu.c",
+        1,
+        getcpu="rdpid",
+        window_check=False,
+        notes="percpu with getcpu by rdpid (the vgetcpu alternative on CPUs with RDPID); the "
+        "emulator gives rdpid the vCPU number, as TSC_AUX.",
+    ),
+    Reader(
         "hyperv",
         "hyperv.c",
         "hyperv",
