@@ -202,3 +202,18 @@ def test_dump_with_a_real_pvti_seeds_the_model_clock(dump):
     else:
         assert seed is None
         assert run.clock.ns(0) == BOOT_NS
+
+
+def test_running_vdso_falls_back_to_the_syscall_without_the_stable_bit(dump):
+    from emu.executor import Executor
+    from emu.scenario import Scenario
+    from emu.search.base import Default
+
+    params = {"masterclock": 0, "boot_masterclock": 0}  # no master clock, ever: not stable
+    sc = Scenario(image=str(dump), host="kvm-masterclock", host_params=params, vcpus=1, reads=2)
+    run = Executor(sc).run(Default())
+    assert [r.outcome for r in run.reads] == ["fallback", "fallback"]
+    for r in run.reads:
+        assert r.ops[-1].kind == "syscall"
+        assert r.value == run.clock.ns(r.end)  # the syscall returns the model's true time
+    assert judge(run, sc) == []
