@@ -46,6 +46,7 @@ def _scenario(args: argparse.Namespace):
         accuracy_ns=args.accuracy_ns,
         cpu=args.cpu or "",
         clock=args.clock,
+        timekeeping=args.timekeeping,
         task_migration=args.task_migration,
         speculative_tsc=args.speculative_tsc,
     )
@@ -316,6 +317,14 @@ def _real_vdso_args(p: argparse.ArgumentParser) -> None:
         default="CLOCK_MONOTONIC",
         help="real vDSO: clock id for __vdso_clock_gettime (CLOCK_MONOTONIC, "
         "CLOCK_MONOTONIC_RAW, CLOCK_REALTIME)",
+    )
+    p.add_argument(
+        "--timekeeping",
+        type=int,
+        default=0,
+        metavar="N",
+        help="real vDSO: N updates of vdso_data by the guest kernel's timekeeping (its seq "
+        "protocol), taken by the host agent before the host model's steps",
     )
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from itertools import chain
 
 from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UcError
 
 from emu import decode
 from emu.decode import FENCE, LOAD, RDPID, SYSCALL, TSC, TSCP, Site
 from emu.elf import Image
+from emu.errors import UsageError
 from emu.machine import EXIT_ADDR, Machine
 from emu.run import DECLINED, FALLBACK, FAULT, HANG, VALUE, HostEvent, Op, Read, Run
 from emu.scenario import Scenario
@@ -24,7 +26,7 @@ from host_model.base import HostModel, HostStep, HostView
 from host_model.clock import Clock
 from host_model.pvti import PVTI_SLOT, U64_MAX
 from host_model.registry import make_host
-from host_model.vdso_data import with_vdso_data
+from host_model.vdso_data import timekeeping, with_vdso_data
 
 #: Consecutive events one agent may run before the default choice moves on (fairness, so
 #: a reader spinning on an odd version lets the host finish).
@@ -99,6 +101,11 @@ class Executor:
         self.scenario = scenario
         self.image = image if image is not None else load(scenario.image, cpu=scenario.cpu or None)
         make_host(scenario.host, scenario.host_params)  # validate parameters early
+        if scenario.timekeeping and self.image.info.get("vdso_data") is None:
+            raise UsageError(
+                f"--timekeeping needs a real vDSO (with vdso_data); {self.image.name} "
+                "is a project reader"
+            )
         self.machine = Machine(self.image, scenario.vcpus, clock=scenario.clock)
         self.uc = self.machine.uc
         lay = self.machine.layout
@@ -152,6 +159,9 @@ class Executor:
         self.machine.reset(self._page_image(setup))
         self._apply(replace(setup, writes=()), -1)
         st.host_iter = host.steps(view)
+        if sc.timekeeping:
+            spec = self.image.info["vdso_data"]
+            st.host_iter = chain(timekeeping(spec, view, sc.timekeeping), st.host_iter)
         st.host_next = next(st.host_iter, None)
         while not st.run.stopped:
             agent = st.pending if st.pending is not None else self._next_agent()

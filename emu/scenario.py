@@ -32,10 +32,15 @@ class Scenario:
     cpu: str = ""
     #: Real vDSOs: the clock id `__vdso_clock_gettime` is called with.
     clock: str = "CLOCK_MONOTONIC"
+    #: Real vDSOs: the guest kernel's timekeeping updates of `vdso_data` (its own seqlock),
+    #: taken by the host agent before the host model's own steps.
+    timekeeping: int = 0
 
     def __post_init__(self) -> None:
         if self.vcpus < 1 or self.vcpus > 64:
             raise ScheduleError(f"--vcpus must be 1..64, not {self.vcpus}")
+        if self.timekeeping < 0:
+            raise ScheduleError(f"--timekeeping must be 0 or more, not {self.timekeeping}")
         if self.reads < 1:
             raise ScheduleError(f"--reads must be at least 1, not {self.reads}")
         bad = [o for o in self.oracles if o not in ORACLES]

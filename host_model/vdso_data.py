@@ -19,9 +19,10 @@ Pure: the record layout comes in as a plain dict of field offsets (from DWARF or
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from host_model.base import HostStep, PageWrite
+from host_model.base import HostStep, HostView, PageWrite
 from host_model.clock import BOOT_NS, NS_PER_S
 
 U64_MAX = (1 << 64) - 1
@@ -115,3 +116,51 @@ def with_vdso_data(step: HostStep, spec: VdsoDataSpec | None, boot_ns: int = BOO
         unpark=step.unpark,
         tsc=step.tsc,
     )
+
+
+#: How far before the update instant the guest kernel's new anchor lies: its clocksource
+#: read (pvclock) rounds down, so an anchor at the update instant itself could be a few ns
+#: ahead of a later pvclock value, which x86's `vdso_calc_delta` clamps to zero.
+ANCHOR_LAG_NS = 1_000
+
+
+def timekeeping_update(
+    spec: VdsoDataSpec, anchor_ns: int, seq: int, *, bump_seq: bool = True
+) -> Iterator[HostStep]:
+    """The guest kernel's timekeeping update of every clock record (`update_vsyscall`):
+    seq made odd, `cycle_last` and every `basetime` moved to `anchor_ns`, seq made even —
+    each store a separate step. The transform stays the identity, so a read that takes
+    one consistent record returns the pvclock time; a read that mixes two does not.
+    `bump_seq=False` models a writer that forgets the seqlock."""
+    sec, nsec = divmod(anchor_ns, NS_PER_S)
+    entry = sec.to_bytes(8, "little") + nsec.to_bytes(8, "little")
+    for i, rec in enumerate(spec.records):
+        label = f"vdso_data[{i}]"
+        fields = spec.fields
+        if bump_seq and "seq" in fields:
+            yield _store(spec, rec, "seq", seq + 1, label)
+        yield _store(spec, rec, "cycle_last", anchor_ns, label)
+        base = fields.get("basetime")
+        if base is not None:
+            off, _size, count, stride = base
+            data = b"".join(entry.ljust(stride, b"\0") for _ in range(count))
+            write = PageWrite(spec.page, rec + off, data, f"{label}.basetime", 0, sec)
+            yield HostStep(f"{label}.basetime[*] -> {{{sec}, {nsec}}}", writes=(write,))
+        if bump_seq and "seq" in fields:
+            yield _store(spec, rec, "seq", seq + 2, label)
+
+
+def _store(spec: VdsoDataSpec, rec: int, name: str, value: int, label: str) -> HostStep:
+    off, size, _count, _stride = spec.fields[name]
+    data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+    write = PageWrite(spec.page, rec + off, data, f"{label}.{name}", 0, value)
+    return HostStep(f"{label}.{name} -> {value:#x}", writes=(write,))
+
+
+def timekeeping(
+    spec: VdsoDataSpec, view: HostView, updates: int, *, bump_seq: bool = True
+) -> Iterator[HostStep]:
+    """`updates` timekeeping updates, each anchored at the time it starts."""
+    for k in range(updates):
+        anchor = view.clock.ns(view.t) - ANCHOR_LAG_NS
+        yield from timekeeping_update(spec, anchor, 2 * k, bump_seq=bump_seq)

@@ -217,3 +217,36 @@ def test_running_vdso_falls_back_to_the_syscall_without_the_stable_bit(dump):
         assert r.ops[-1].kind == "syscall"
         assert r.value == run.clock.ns(r.end)  # the syscall returns the model's true time
     assert judge(run, sc) == []
+
+
+def test_guest_timekeeping_updates_pass_and_a_seqless_writer_is_caught(dump, monkeypatch):
+    from functools import partial
+
+    import emu.executor
+    from emu.campaign import Campaign
+    from emu.executor import Executor
+    from emu.scenario import Scenario
+    from emu.search.random import RandomWalk
+    from host_model import vdso_data
+
+    sc = Scenario(image=str(dump), host="kvm", timekeeping=2, reads=2)
+    ex = Executor(sc)
+    moved = 0
+    for seed in range(150):
+        run = ex.run(RandomWalk(seed, preempt=0.3))
+        assert judge(run, sc) == [], seed
+        moved += any("cycle_last" in e.step.label for e in run.host)
+    assert moved > 100, "the timekeeping updates happen in most runs"
+    # The same writer without its seqlock: a reader can mix two anchors.
+    monkeypatch.setattr(emu.executor, "timekeeping", partial(vdso_data.timekeeping, bump_seq=False))
+    out = Campaign(sc).fuzz(strategy="random", seed=0, max_schedules=3000)
+    assert out.finding is not None and out.finding.oracle == "consistent"
+
+
+def test_timekeeping_needs_a_real_vdso():
+    from emu.errors import UsageError
+    from emu.executor import Executor
+    from emu.scenario import Scenario
+
+    with pytest.raises(UsageError, match="needs a real vDSO"):
+        Executor(Scenario(image="modern", timekeeping=1))
