@@ -25,31 +25,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from build_blobs import CFLAGS  # noqa: E402  (one home for the readers' compiler flags)
+
 SRC_DIR = ROOT / "vdso_blobs" / "src"
 HARNESS = ROOT / "tools" / "native_stress" / "harness.c"
 BUILD = ROOT / "build" / "native_stress"
 #: Flags the manifest records that belong to the vDSO link or would fail a host build.
 DROP = ("-shared", "-nostdlib", "-Werror", "-m32")
-#: Flags used when the manifest has no entry for the image (the blob build's defaults).
-DEFAULT_FLAGS = [
-    "-m64",
-    "-O2",
-    "-std=gnu11",
-    "-fPIC",
-    "-ffreestanding",
-    "-fno-builtin",
-    "-fno-strict-aliasing",
-    "-fvisibility=hidden",
-    "-fno-stack-protector",
-    "-fcf-protection=none",
-    "-fno-jump-tables",
-    "-fno-asynchronous-unwind-tables",
-    "-fno-unwind-tables",
-    "-mno-sse",
-    "-mno-mmx",
-    "-Wall",
-    "-Wextra",
-]
+#: Flags used when the manifest has no entry for the image: the blob build's own.
+DEFAULT_FLAGS = ["-m64", "-O2", *(f for f in CFLAGS if f not in DROP)]
 #: Host models the native writer can reproduce -> writer protocol.
 WRITERS = {"kvm": "seqlock", "xen": "seqlock", "kvm-legacy-copy": "legacy"}
 
