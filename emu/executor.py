@@ -83,6 +83,9 @@ class State:
     running: Task | None = None
     stop: str = ""
     ndone: int = 0
+    #: Who can run now (task indices, then the host) and a counter of its changes.
+    enabled: list[int] = field(default_factory=list)
+    epoch: int = 0
     #: The visible operation the running task is about to execute, while it waits for a
     #: decision: (kind, address, size).
     op: tuple[str, int, int] | None = None
@@ -152,7 +155,7 @@ class Executor:
         tasks = [Task(i, i, sc.reads) for i in range(sc.vcpus)]
         st = self.st = State(scheduler, clock, host, view, tasks, run)
         self._wants_info = getattr(scheduler, "wants_info", False)
-        self._enabled_cache: dict[tuple, list[int]] = {}
+        self._migrate = self.scenario.task_migration
         self._options_cache: dict[tuple, tuple[tuple[int, ...], tuple[str, ...]]] = {}
         self.observer = observer
         setup = with_vdso_data(host.setup(view), self.image.info.get("vdso_data"), clock.boot_ns)
@@ -163,6 +166,7 @@ class Executor:
             spec = self.image.info["vdso_data"]
             st.host_iter = chain(timekeeping(spec, view, sc.timekeeping), st.host_iter)
         st.host_next = next(st.host_iter, None)
+        self._refresh()
         while not st.run.stopped:
             agent = st.pending if st.pending is not None else self._next_agent()
             st.pending = None
@@ -194,19 +198,10 @@ class Executor:
 
     def _next_agent(self) -> int | None:
         st = self.st
-        if self.scenario.task_migration and st.migrations < MIGRATIONS:
+        if self._migrate and st.migrations < MIGRATIONS:
             self._migration_point()
         cur = st.current
-        # Who can run changes only when a task finishes, a vCPU is parked or resumed, a task
-        # migrates or the host runs out of steps; cache the option lists per such state.
-        state = (st.parked, st.ndone, st.host_next is None, st.migrations)
-        enabled = self._enabled_cache.get(state)
-        if enabled is None:
-            parked = st.parked
-            enabled = [t.index for t in st.tasks if not t.done and t.vcpu not in parked]
-            if st.host_next is not None:
-                enabled.append(self.HOST)
-            self._enabled_cache[state] = enabled
+        enabled = st.enabled
         if not enabled:
             return None
         if st.run_len < SPIN and cur in enabled:
@@ -217,11 +212,11 @@ class Executor:
         if len(enabled) == 1:
             choice = default
         else:
-            cached = self._options_cache.get((state, default))
+            cached = self._options_cache.get((st.epoch, default))
             if cached is None:
                 opts = (default,) + tuple(a for a in enabled if a != default)
                 cached = (opts, tuple(self.labels[a] for a in opts))
-                self._options_cache[(state, default)] = cached
+                self._options_cache[(st.epoch, default)] = cached
             options, labels = cached
             if self._wants_info:
                 k = st.scheduler.choose(st.point, labels, self._info())
@@ -264,6 +259,7 @@ class Executor:
             # A context switch serialises: no rdtsc is taken from before it.
             task.spec_from, task.spec_loads = st.t, 0
             st.migrations += 1
+            self._refresh()
         st.point += 1
 
     def _speculate(self, task: Task, t: int) -> int:
@@ -288,6 +284,16 @@ class Executor:
         st.run.choices.append((st.point, labels[k]))
         st.point += 1
         return t - (back + 1 - k)
+
+    def _refresh(self) -> None:
+        """Recompute who can run; called whenever a task finishes, a vCPU is parked or
+        resumed, a task migrates, or the host runs out of steps."""
+        st = self.st
+        parked = st.parked
+        st.enabled = [t.index for t in st.tasks if not t.done and t.vcpu not in parked]
+        if st.host_next is not None:
+            st.enabled.append(self.HOST)
+        st.epoch += 1
 
     def _choose_action(self, labels: tuple[str, ...]) -> int:
         """Ask the scheduler at an action point (migration, speculation)."""
@@ -351,6 +357,7 @@ class Executor:
                 if v in st.parked_since:
                     st.run.parked.append((st.parked_since.pop(v), t, frozenset({v})))
             st.parked = (st.parked | step.park) - step.unpark
+            self._refresh()
 
     def _page_image(self, step: HostStep) -> bytes:
         """The shared pages as bytes after `step`'s writes, for one engine write."""
@@ -383,6 +390,8 @@ class Executor:
             self.observer("host", HostEvent(t, step))
         st.view.t = st.t
         st.host_next = next(st.host_iter, None)
+        if st.host_next is None:
+            self._refresh()
 
     # --- guest -------------------------------------------------------------------------
 
@@ -430,9 +439,12 @@ class Executor:
             if task is not None:
                 task.spec_from, task.spec_loads = st.t, 0
             return
-        st.op = (kind, ea, site.mem.size if site.mem is not None else 0)
-        turn = self._turn(task)
-        st.op = None
+        if self._wants_info:
+            st.op = (kind, ea, site.mem.size if site.mem is not None else 0)
+            turn = self._turn(task)
+            st.op = None
+        else:
+            turn = self._turn(task)
         if not turn:
             st.stop = "switch"
             uc.emu_stop()
@@ -490,6 +502,7 @@ class Executor:
         task.reads_left -= 1
         if task.reads_left == 0:
             task.done = True
+            self._refresh()
             self.st.ndone += 1
 
     def _resume(self, task: Task) -> None:
