@@ -10,7 +10,6 @@ from emu.executor import Executor
 from emu.image import load, manifest
 from emu.scenario import Scenario
 from emu.search.base import Default
-from host_model.registry import HOSTS
 
 ENTRIES = manifest()["images"]
 PV_READERS = [e["name"] for e in ENTRIES if e["reader"] != "hyperv"]
@@ -27,7 +26,6 @@ def test_quiescent_read_is_the_true_time(name):
         assert any(0 <= run.clock.ns(op.t) - r.value <= 1 for op in tscs), r.value
 
 
-@pytest.mark.skipif("hyperv" not in HOSTS, reason="needs the hyperv host model")
 @pytest.mark.parametrize("name", [e["name"] for e in ENTRIES if e["reader"] == "hyperv"])
 def test_hyperv_quiescent_read_is_the_true_time(name):
     sc = Scenario(image=name, host="hyperv", host_params={"updates": 0}, vcpus=1, reads=1)
