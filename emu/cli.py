@@ -301,7 +301,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     for name, cls in sorted(HOSTS.items()):
         print(f"{name:<22} {cls.summary}")
         for p in cls.params:
-            print(f"    --param {p.name}={p.default!s:<8} {p.help}")
+            print(f"    --param {f'{p.name}={p.default}':<22} {p.help}")
     return 0
 
 
