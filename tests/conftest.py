@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,10 @@ import pytest
 from emu.executor import Executor
 from emu.image import BLOBS_DIR
 from emu.scenario import Scenario
+
+#: Distribution debug-package vDSOs fetched by hand (never by the tests; CI has none).
+SAMPLES = Path(os.environ.get("VDSOFUZZ_VDSO_SAMPLES", "/work/vdso-samples"))
+DEBIAN = sorted(SAMPLES.glob("deb-*/vdso*.so")) if SAMPLES.is_dir() else []
 
 _EXECUTORS: dict[tuple, Executor] = {}
 

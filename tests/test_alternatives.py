@@ -4,12 +4,12 @@ already patched for this CPU) and, when present outside the repo, Debian debug v
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
 import struct
 from pathlib import Path
 
 import pytest
+from conftest import DEBIAN
 
 from emu.alternatives import (
     CPU_CHOICES,
@@ -26,8 +26,6 @@ from emu.alternatives import (
 from emu.vdso_dump import read_maps
 from emu.vdso_layout import elf_facts
 
-SAMPLES = Path(os.environ.get("VDSOFUZZ_VDSO_SAMPLES", "/work/vdso-samples"))
-DEBIAN = sorted(SAMPLES.glob("deb-*/vdso*.so")) if SAMPLES.is_dir() else []
 RDTSC = b"\x0f\x31"
 TSC_NAMES = {"X86_FEATURE_RDTSCP", "X86_FEATURE_LFENCE_RDTSC"}
 #: The bytes rdtsc_ordered() has after the kernel patched it for each --cpu.

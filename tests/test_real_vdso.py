@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 
 import pytest
+from conftest import DEBIAN
 
 from emu.abi import ClockGettimeAbi, clock_id
 from emu.campaign import Campaign
@@ -30,8 +31,6 @@ running = pytest.mark.skipif(
     platform.system() != "Linux" or platform.machine() != "x86_64" or "[vdso]" not in read_maps(),
     reason="needs a running x86-64 Linux kernel with a vDSO",
 )
-SAMPLES = Path("/work/vdso-samples")
-SAMPLE_IMAGES = sorted(SAMPLES.glob("deb-*/vdso*.so")) if SAMPLES.exists() else []
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +168,8 @@ def test_stripped_vdso_without_profile_exits_2(dump, tmp_path, capsys):
 # --- distribution images, when present (checked by hand; CI has none) -------------------
 
 
-@pytest.mark.skipif(not SAMPLE_IMAGES, reason="no /work/vdso-samples on this machine")
-@pytest.mark.parametrize("path", SAMPLE_IMAGES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.skipif(not DEBIAN, reason="no /work/vdso-samples on this machine")
+@pytest.mark.parametrize("path", DEBIAN, ids=lambda p: f"{p.parent.name}/{p.name}")
 @pytest.mark.parametrize("cpu", ["rdtscp", "lfence", "plain"])
 def test_debian_images_quiescent(path, cpu):
     image = load(str(path), cpu=cpu)

@@ -4,7 +4,6 @@ test time) and, when present outside the repo, Debian kernel debug-package vDSOs
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
 import shutil
 import struct
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import DEBIAN
 
 from emu.vdso_dump import probe_read, read_maps
 from emu.vdso_layout import (
@@ -27,9 +27,6 @@ from emu.vdso_layout import (
     parse_release,
     select_profile,
 )
-
-SAMPLES = Path(os.environ.get("VDSOFUZZ_VDSO_SAMPLES", "/work/vdso-samples"))
-DEBIAN = sorted(SAMPLES.glob("deb-*/vdso*.so")) if SAMPLES.is_dir() else []
 
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.machine() not in ("x86_64", "i686", "i386"),
