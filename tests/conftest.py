@@ -14,7 +14,7 @@ from emu.image import BLOBS_DIR
 from emu.scenario import Scenario
 
 #: Distribution debug-package vDSOs fetched by hand (never by the tests; CI has none).
-SAMPLES = Path(os.environ.get("VDSOFUZZ_VDSO_SAMPLES", "/work/vdso-samples"))
+SAMPLES = Path(os.environ.get("VDSOFUZZ_VDSO_SAMPLES", "~/vdso-samples")).expanduser()
 DEBIAN = sorted(SAMPLES.glob("deb-*/vdso*.so")) if SAMPLES.is_dir() else []
 
 _EXECUTORS: dict[tuple, Executor] = {}

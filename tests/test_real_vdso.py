@@ -168,7 +168,7 @@ def test_stripped_vdso_without_profile_exits_2(dump, tmp_path, capsys):
 # --- distribution images, when present (checked by hand; CI has none) -------------------
 
 
-@pytest.mark.skipif(not DEBIAN, reason="no /work/vdso-samples on this machine")
+@pytest.mark.skipif(not DEBIAN, reason="no distribution vDSO samples here (VDSOFUZZ_VDSO_SAMPLES)")
 @pytest.mark.parametrize("path", DEBIAN, ids=lambda p: f"{p.parent.name}/{p.name}")
 @pytest.mark.parametrize("cpu", ["rdtscp", "lfence", "plain"])
 def test_debian_images_quiescent(path, cpu):
