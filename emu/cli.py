@@ -273,9 +273,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     quiet = args.json or args.markdown
 
     def progress(r: catalog.Result) -> None:
-        if not quiet and sys.stderr.isatty():
+        if not quiet:
             mark = "ok" if r.ok else "DIFFERS"
-            print(f"  {r.name}: {r.got} ({r.elapsed:.1f} s) {mark}", file=sys.stderr)
+            print(f"  {r.name}: {r.got} ({r.elapsed:.1f} s) {mark}", file=sys.stderr, flush=True)
 
     if not quiet:
         print(f"checking {len(entries)} scenarios, {args.jobs or 'one per CPU'} at a time")
