@@ -147,7 +147,9 @@ class Campaign:
         out.schedules = self.count
         if self.best is not None:
             choices = tuple(self.best[0].choices)
-            if strategy != "hypothesis" and not out.interrupted:
+            if not out.interrupted:
+                # Hypothesis shrinks its plans; dropping choices one at a time can still
+                # remove a preemption its byte-level shrinker could not.
                 choices = self._shrink(choices)
             run, violations = self.replay(choices)
             v = next((x for x in violations if x.oracle == self.target), None)
