@@ -32,19 +32,6 @@ _STACK_REGS = {"rsp", "esp", "sp"}
 
 
 @dataclass(frozen=True)
-class Insn:
-    addr: int
-    size: int
-    mnemonic: str
-    op_str: str
-    raw: bytes
-
-    @property
-    def text(self) -> str:
-        return f"{self.mnemonic} {self.op_str}".strip()
-
-
-@dataclass(frozen=True)
 class Mem:
     """A memory read operand: `base + index*scale + disp`, or a fixed image address."""
 
@@ -69,7 +56,7 @@ class Site:
 
 
 @cache
-def _cs(bits: int) -> capstone.Cs:
+def capstone_for(bits: int) -> capstone.Cs:
     cs = capstone.Cs(
         capstone.CS_ARCH_X86, capstone.CS_MODE_64 if bits == 64 else capstone.CS_MODE_32
     )
@@ -82,22 +69,13 @@ def uc_reg(cs: capstone.Cs, reg: int) -> int:
     return getattr(ux, "UC_X86_REG_" + cs.reg_name(reg).upper())
 
 
-def disassemble(image: Image, start: int, end: int) -> list[Insn]:
-    cs = _cs(image.bits)
-    code = image.read(start, end - start)
-    return [
-        Insn(i.address, i.size, i.mnemonic, i.op_str, bytes(i.bytes))
-        for i in cs.disasm(code, start)
-    ]
-
-
 def scan(image: Image, shared: tuple[int, int]) -> list[Site]:
     """Every hooked instruction of the image's code, image-relative addresses.
 
     `shared` is the image-relative range of the clock pages; a RIP-relative load outside it
     can never be visible and is not hooked.
     """
-    cs = _cs(image.bits)
+    cs = capstone_for(image.bits)
     sites: list[Site] = []
     for start, end in image.text:
         code = image.read(start, end - start)

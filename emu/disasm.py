@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emu.decode import LOAD, _cs, scan
+from emu.decode import LOAD, capstone_for, scan
 from emu.elf import PAGE, Image
 from emu.executor import Executor
 from emu.scenario import Scenario
@@ -28,8 +28,7 @@ def observed_fields(image: Image, host: str = "kvm") -> dict[int, set[str]]:
     ex = Executor(
         Scenario(image=image.name, host=host, host_params={"updates": 0}, vcpus=1, reads=1), image
     )
-    base = ex.machine.layout.base
-    pages = sorted((a, n) for n, a in ex.machine.layout.pages.items())
+    layout = ex.machine.layout
     seen: dict[int, set[str]] = {}
 
     def observe(kind: str, data: Any) -> None:
@@ -37,9 +36,9 @@ def observed_fields(image: Image, host: str = "kvm") -> dict[int, set[str]]:
             return
         pc, reads = data[3], data[6]
         for addr, _size, _raw in reads:
-            name = next((n for a, n in reversed(pages) if addr >= a), "?")
-            start = dict((n, a) for a, n in pages)[name]
-            seen.setdefault(pc - base, set()).add(describe(name, addr - start))
+            hit = layout.locate(addr)
+            if hit is not None:
+                seen.setdefault(pc - layout.base, set()).add(describe(*hit))
 
     ex.run(Default(), observer=observe)
     return seen
@@ -47,7 +46,7 @@ def observed_fields(image: Image, host: str = "kvm") -> dict[int, set[str]]:
 
 def listing(image: Image, host: str = "kvm") -> str:
     """The image's code as text, loads annotated, symbols as labels."""
-    cs = _cs(image.bits)
+    cs = capstone_for(image.bits)
     lo, hi = image.pages and (min(image.pages.values()), max(image.pages.values()) + PAGE)
     sites = {s.addr: s for s in scan(image, (lo, hi))}
     try:

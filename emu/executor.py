@@ -82,7 +82,6 @@ class State:
     pending: int | None = None
     running: Task | None = None
     stop: str = ""
-    ndone: int = 0
     #: Who can run now (task indices, then the host) and a counter of its changes.
     enabled: list[int] = field(default_factory=list)
     epoch: int = 0
@@ -113,7 +112,6 @@ class Executor:
         self.uc = self.machine.uc
         lay = self.machine.layout
         self.shared = lay.shared
-        self.page_at = sorted((addr, name) for name, addr in lay.pages.items())
         self.labels = tuple(f"t{i}" for i in range(scenario.vcpus)) + ("host",)
         self.HOST = scenario.vcpus
         base = lay.base
@@ -188,13 +186,6 @@ class Executor:
         return run
 
     # --- decisions -----------------------------------------------------------------------
-
-    def _enabled(self, a: int) -> bool:
-        st = self.st
-        if a == self.HOST:
-            return st.host_next is not None
-        t = st.tasks[a]
-        return not t.done and t.vcpu not in st.parked
 
     def _next_agent(self) -> int | None:
         st = self.st
@@ -402,11 +393,11 @@ class Executor:
         return key
 
     def _key_of(self, ea: int) -> str:
-        for addr, name in reversed(self.page_at):
-            if ea >= addr:
-                off = ea - addr
-                return f"pvti{off // PVTI_SLOT}" if name == "pvclock" else name
-        return "?"
+        hit = self.machine.layout.locate(ea)
+        if hit is None:
+            return "?"
+        name, off = hit
+        return f"pvti{off // PVTI_SLOT}" if name == "pvclock" else name
 
     def _ea(self, site: Site) -> int:
         m = site.mem
@@ -503,7 +494,6 @@ class Executor:
         if task.reads_left == 0:
             task.done = True
             self._refresh()
-            self.st.ndone += 1
 
     def _resume(self, task: Task) -> None:
         st = self.st

@@ -32,10 +32,6 @@ def manifest() -> dict[str, Any]:
     return json.loads(MANIFEST.read_text())
 
 
-def bundled_names() -> list[str]:
-    return [e["name"] for e in manifest().get("images", [])]
-
-
 def resolve(spec: str) -> tuple[Path, str, dict[str, Any]]:
     """A bundled name, an alias or a path -> (path, display name, manifest entry)."""
     man = manifest()

@@ -61,6 +61,13 @@ class Layout:
     def page(self, name: str) -> int:
         return self.pages[name]
 
+    def locate(self, addr: int) -> tuple[str, int] | None:
+        """(page name, offset in it) for an address in the clock pages, else None."""
+        for start, name in sorted(((a, n) for n, a in self.pages.items()), reverse=True):
+            if start <= addr < start + PAGE:
+                return name, addr - start
+        return None
+
 
 class Machine:
     """Unicorn plumbing for one image: memory, stacks, register access, entry contexts."""

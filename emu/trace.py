@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from emu.decode import _cs
+from emu.decode import capstone_for
 from emu.executor import Executor
 from emu.lines import read_lines
 from emu.oracles import Violation, judge
@@ -97,18 +97,19 @@ def trace(schedule: Schedule, executor: Executor) -> Trace:
     """Replay `schedule` in stepping mode and collect its trace."""
     image = executor.image
     base = executor.machine.layout.base
-    cs = _cs(image.bits)
-    pages = sorted((a, n) for n, a in executor.machine.layout.pages.items())
+    cs = capstone_for(image.bits)
+    layout = executor.machine.layout
     steps: list[Step] = []
     lines = read_lines(path=image.path)
 
     spec = image.info.get("vdso_data")
 
     def field_name(addr: int) -> str:
-        for start, name in reversed(pages):
-            if addr >= start:
-                return _vdso_field(spec, name, addr - start) or describe(name, addr - start)
-        return f"{addr:#x}"
+        hit = layout.locate(addr)
+        if hit is None:
+            return f"{addr:#x}"
+        name, off = hit
+        return _vdso_field(spec, name, off) or describe(name, off)
 
     def observe(kind: str, data: Any) -> None:
         if kind == "host":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emu.decode import _cs
+from emu.decode import capstone_for
 from emu.search.base import Default
 from emu.search.random import RandomWalk
 from emu.search.replay import Replay
@@ -63,7 +63,7 @@ def test_replay_of_recorded_choices_is_identical(make_executor):
 @pytest.mark.parametrize("image", ["modern", "modern-i386", "modern-rdtscp", "percpu-rdpid"])
 def test_each_step_executes_exactly_one_instruction(make_executor, image):
     ex = make_executor(image)
-    cs = _cs(ex.image.bits)
+    cs = capstone_for(ex.image.bits)
     steps = []
     ex.run(
         RandomWalk(3, preempt=0.3), observer=lambda k, d: steps.append(d) if k == "insn" else None
