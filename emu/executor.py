@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import chain
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UcError
+from unicorn import UC_HOOK_MEM_READ, UcError
 
 from emu import decode
 from emu.decode import FENCE, LOAD, RDPID, SYSCALL, TSC, TSCP, Site
@@ -51,8 +52,6 @@ class Task:
     saved: object | None = None
     #: Chosen by the last decision: its next visible operation runs without another.
     poised: bool = False
-    #: Register values owed by an `rdtsc`/`rdtscp` that ran natively: (tsc, aux or None).
-    fix: tuple[int, int | None] | None = None
     done: bool = False
     reads: int = 0
     #: Speculative rdtsc window: the step since which no fence, VM exit or context switch
@@ -117,14 +116,11 @@ class Executor:
         base = lay.base
         rel_shared = (self.shared[0] - base, self.shared[1] - base)
         self.sites: dict[int, Site] = {}
-        fixups: set[int] = set()
         for s in decode.scan(self.image, rel_shared):
             self.sites[base + s.addr] = s
-            if s.kind in (TSC, TSCP):
-                fixups.add(base + s.addr + s.size)
-        for addr in sorted(set(self.sites) | fixups):
-            data = (self.sites.get(addr), addr in fixups)
-            self.uc.hook_add(UC_HOOK_CODE, self._hook, data, addr, addr)
+        for addr, site in sorted(self.sites.items()):
+            how = self._address(site) if site.kind == LOAD else 0
+            self.machine.hook_code(addr, partial(self._hook, site, how))
         self.observer: Observer | None = None
         self.st: State | None = None
         self._keys: dict[int, str] = {}
@@ -193,34 +189,39 @@ class Executor:
             self._migration_point()
         cur = st.current
         enabled = st.enabled
-        if not enabled:
-            return None
         if st.run_len < SPIN and cur in enabled:
             default = cur
+        elif not enabled:
+            return None
         else:
             n = self.HOST + 1
             default = min(enabled, key=lambda a: (a - cur - 1) % n)
         if len(enabled) == 1:
             choice = default
         else:
-            cached = self._options_cache.get((st.epoch, default))
+            key = st.epoch * 256 + default
+            cached = self._options_cache.get(key)
             if cached is None:
                 opts = (default,) + tuple(a for a in enabled if a != default)
-                cached = (opts, tuple(self.labels[a] for a in opts))
-                self._options_cache[(st.epoch, default)] = cached
+                cached = self._options_cache[key] = (opts, tuple(self.labels[a] for a in opts))
             options, labels = cached
             if self._wants_info:
                 k = st.scheduler.choose(st.point, labels, self._info())
             else:
                 k = st.scheduler.choose(st.point, labels)
-            if not 0 <= k < len(options):
-                raise ValueError(f"scheduler chose option {k} of {len(options)}")
-            choice = options[k]
             if k:
+                if not 0 < k < len(options):
+                    raise ValueError(f"scheduler chose option {k} of {len(options)}")
                 st.run.choices.append((st.point, labels[k]))
+                choice = options[k]
+            else:
+                choice = default
             st.point += 1
-        st.run_len = st.run_len + 1 if choice == cur else 1
-        st.current = choice
+        if choice == cur:
+            st.run_len += 1
+        else:
+            st.run_len = 1
+            st.current = choice
         return choice
 
     def _migration_point(self) -> None:
@@ -310,21 +311,22 @@ class Executor:
         task = st.running.index if st.op is not None and st.running is not None else None
         return PointInfo(None if task is None else self.labels[task], st.op, writes)
 
-    def _turn(self, task: Task) -> bool:
-        """May `task` execute its visible operation now? Runs host steps chosen before it."""
+    def _turn(self, task: Task, agent: int | None = None) -> bool:
+        """May `task` execute its visible operation now? Runs host steps chosen before it.
+        `agent`: the next agent when the caller has already chosen it."""
         st = self.st
         if task.poised:
             task.poised = False
             return True
-        while True:
+        if agent is None:
             agent = self._next_agent()
-            if agent == self.HOST:
-                self._host_step()
-                continue
-            if agent == task.index:
-                return True
-            st.pending = agent
-            return False
+        while agent == self.HOST:
+            self._host_step()
+            agent = self._next_agent()
+        if agent == task.index:
+            return True
+        st.pending = agent
+        return False
 
     # --- host --------------------------------------------------------------------------
 
@@ -376,9 +378,10 @@ class Executor:
         t = st.t
         st.t += 1
         self._apply(step, t)
-        st.run.host.append(HostEvent(t, step))
+        event = HostEvent(t, step)
+        st.run.host.append(event)
         if self.observer:
-            self.observer("host", HostEvent(t, step))
+            self.observer("host", event)
         st.view.t = st.t
         st.host_next = next(st.host_iter, None)
         if st.host_next is None:
@@ -399,46 +402,54 @@ class Executor:
         name, off = hit
         return f"pvti{off // PVTI_SLOT}" if name == "pvclock" else name
 
-    def _ea(self, site: Site) -> int:
+    def _address(self, site: Site) -> tuple[int, int, int, int, int] | int:
+        """How a load's effective address is formed, for `_hook`: the address itself when it
+        is fixed, else (base reg, index reg, scale, disp, mask) with 0 for no register."""
         m = site.mem
         if m.fixed is not None:
             return self.machine.layout.base + m.fixed
-        reg = self.machine.reg
-        ea = m.disp
-        if m.base is not None:
-            ea += reg(m.base)
-        if m.index is not None:
-            ea += reg(m.index) * m.scale
-        return ea & ((1 << self.machine.bits) - 1)
+        mask = (1 << self.machine.bits) - 1
+        return (m.base or 0, m.index or 0, m.scale, m.disp, mask)
 
-    def _hook(self, uc, addr: int, size: int, data: tuple[Site | None, bool]) -> None:
-        site, fixup = data
+    def _hook(self, site: Site, how: tuple[int, int, int, int, int] | int, addr: int) -> None:
         st = self.st
         task = st.running
-        if fixup and task.fix is not None:
-            self.machine.set_tsc(*task.fix)
-            task.fix = None
-        if site is None:
-            return
         kind = site.kind
         ea = 0
         if kind == LOAD:
-            ea = self._ea(site)
-            if not self.shared[0] <= ea < self.shared[1]:
+            if how.__class__ is int:
+                ea = how
+            else:
+                base, index, scale, ea, mask = how
+                reg = self.machine.reg
+                if base:
+                    ea += reg(base)
+                if index:
+                    ea += reg(index) * scale
+                ea &= mask
+            lo, hi = self.shared
+            if not lo <= ea < hi:
                 return
         elif kind == FENCE:
             if task is not None:
                 task.spec_from, task.spec_loads = st.t, 0
             return
-        if self._wants_info:
+        if task.poised:
+            task.poised = False
+            turn = True
+        elif self._wants_info:
             st.op = (kind, ea, site.mem.size if site.mem is not None else 0)
             turn = self._turn(task)
             st.op = None
         else:
-            turn = self._turn(task)
+            agent = self._next_agent()
+            turn = agent == task.index or self._turn(task, agent)
         if not turn:
-            st.stop = "switch"
-            uc.emu_stop()
+            if self.observer is None and st.pending is not None:
+                self._switch(task, st.tasks[st.pending])
+            else:
+                st.stop = "switch"
+                self.machine.stop()
             return
         t = st.t
         st.t += 1
@@ -449,7 +460,7 @@ class Executor:
             task.spec_from = max(task.spec_from, t)
         read.end = t
         if kind == LOAD:
-            read.keys.add(self._key(ea))
+            read.keys.add(self._keys.get(ea) or self._key(ea))
             read.ops.append(Op(t, task.index, task.vcpu, kind, addr, ea))
             task.spec_loads += 1
         elif kind in (TSC, TSCP):
@@ -457,23 +468,28 @@ class Executor:
             if kind == TSC and self.scenario.speculative_tsc:
                 at = self._speculate(task, t)
             tsc = st.clock.tsc(task.vcpu, at)
-            task.fix = (tsc, task.vcpu if kind == TSCP else None)
+            # Emulated here (registers set, the instruction skipped): the binding cannot hook
+            # rdtsc, and the engine's own would read the host's TSC.
+            m = self.machine
+            m.set_tsc(tsc, task.vcpu if kind == TSCP else None)
+            m.set_reg(m.pc, addr + site.size)
             read.ops.append(Op(t, task.index, task.vcpu, kind, addr, tsc))
         elif kind == RDPID:
-            uc.reg_write(site.reg, task.vcpu)
-            uc.reg_write(self.machine.pc, addr + site.size)
+            m = self.machine
+            m.set_reg(site.reg, task.vcpu)
+            m.set_reg(m.pc, addr + site.size)
             read.ops.append(Op(t, task.index, task.vcpu, kind, addr, task.vcpu))
         elif kind == SYSCALL:
             read.ops.append(Op(t, task.index, task.vcpu, kind, addr, 0))
             self._end_read(task, FALLBACK, st.clock.ns(t))
             st.stop = "read"
-            uc.emu_stop()
+            self.machine.stop()
             return
         if len(read.ops) > READ_OPS and st.host_next is None:
             self._end_read(task, HANG, None, f"no result after {READ_OPS} visible operations")
             st.run.stopped = HANG
             st.stop = "read"
-            uc.emu_stop()
+            self.machine.stop()
 
     def _end_read(self, task: Task, outcome: str, value: int | None, detail: str = "") -> None:
         read = task.read
@@ -487,7 +503,6 @@ class Executor:
             self.observer("read", read)
         task.read = None
         task.ctx = None
-        task.fix = None
         task.spec_from, task.spec_loads = self.st.t, 0
         task.reads += 1
         task.reads_left -= 1
@@ -495,37 +510,58 @@ class Executor:
             task.done = True
             self._refresh()
 
-    def _resume(self, task: Task) -> None:
-        st = self.st
-        uc = self.uc
-        m = self.machine
-        st.running = task
-        st.stop = ""
+    def _save(self, task: Task) -> None:
+        """Keep `task`'s registers, stopped before its pending visible operation."""
+        if task.saved is None:
+            task.saved = self.uc.context_save()
+        else:
+            self.uc.context_update(task.saved)
+        task.ctx = task.saved
+
+    def _load(self, task: Task) -> None:
+        """Put `task`'s registers in the CPU: where it stopped, or the entry of a new read."""
+        self.st.running = task
         if task.ctx is None:
             task.read = Read(task.index, task.reads, task.vcpu)
-            uc.context_restore(m.entry_context(task.index))
+            self.uc.context_restore(self.machine.entry_context(task.index))
         else:
-            uc.context_restore(task.ctx)
+            self.uc.context_restore(task.ctx)
+
+    def _switch(self, old: Task, new: Task) -> None:
+        """From a hook: continue with `new` in the same engine call (an engine entry costs
+        more than the switch). Writing the PC makes the engine leave the current
+        translation block and go on at `new`'s PC."""
+        st = self.st
+        st.pending = None
+        self._save(old)
+        new.poised = True
+        self._load(new)
+        m = self.machine
+        m.set_reg(m.pc, m.reg(m.pc))
+
+    def _resume(self, task: Task) -> None:
+        st = self.st
+        m = self.machine
+        st.stop = ""
+        self._load(task)
         pc = m.reg(m.pc)
         try:
             if self.observer is None:
-                uc.emu_start(pc, EXIT_ADDR, count=INSNS)
+                m.start(pc, EXIT_ADDR, INSNS)
             else:
                 self._step_until_stop(task, pc)
         except UcError as e:
+            task = st.running
             pc = m.reg(m.pc)
             self._end_read(task, FAULT, None, f"{e} at {self.image.symbolize(pc - m.layout.base)}")
             st.run.stopped = FAULT
             return
+        task = st.running
         if st.stop == "read":
             return
         pc = m.reg(m.pc)
         if st.stop == "switch":
-            if task.saved is None:
-                task.saved = uc.context_save()
-            else:
-                uc.context_update(task.saved)
-            task.ctx = task.saved
+            self._save(task)
             return
         if pc == EXIT_ADDR:
             value = m.result(task.index)
@@ -556,12 +592,9 @@ class Executor:
                 before = m.regs()
                 t = st.t
                 reads.clear()
-                uc.emu_start(pc, EXIT_ADDR, count=1)
+                m.start(pc, EXIT_ADDR, 1)
                 if st.stop and m.reg(m.pc) == pc:
                     return  # stopped before the instruction: nothing executed
-                if task.fix is not None:
-                    m.set_tsc(*task.fix)
-                    task.fix = None
                 after = m.regs()
                 ops = task.read.ops if task.read else []
                 op = ops[-1] if ops and ops[-1].pc == pc and ops[-1].t >= t else None

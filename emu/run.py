@@ -59,8 +59,9 @@ class Read:
         return v
 
 
-@dataclass(frozen=True)
-class HostEvent:
+class HostEvent(NamedTuple):
+    """A host step taken at logical time `t` (a named tuple: one per host step)."""
+
     t: int
     step: HostStep
 

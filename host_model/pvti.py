@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 PVTI_SIZE = 32
@@ -132,6 +133,7 @@ def pvclock_ns(p: Pvti, tsc: int) -> int:
     return (p.system_time + scale_delta(delta, p.tsc_to_system_mul, p.tsc_shift)) & MASK64
 
 
+@lru_cache(maxsize=256)  # hosts recompute it for every record they publish
 def time_scale(tsc_hz: int, ns_hz: int = 1_000_000_000) -> tuple[int, int]:
     """(shift, mul) so that `scale_delta(cycles, mul, shift)` turns `tsc_hz` cycles into ns.
 
