@@ -8,14 +8,16 @@ so they produce the same run.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import chain
 
 from unicorn import UC_HOOK_MEM_READ, UcError
+from unicorn import x86_const as ux
 
-from emu import decode
+from emu import decode, lane
 from emu.decode import FENCE, LOAD, RDPID, SYSCALL, TSC, TSCP, Site
 from emu.elf import Image
 from emu.errors import UsageError
@@ -24,7 +26,7 @@ from emu.run import DECLINED, FALLBACK, FAULT, HANG, VALUE, HostEvent, Op, Read,
 from emu.scenario import Scenario
 from emu.search.base import PointInfo, Scheduler
 from host_model.base import HostModel, HostStep, HostView
-from host_model.clock import Clock
+from host_model.clock import NS_PER_STEP, Clock
 from host_model.pvti import PVTI_SLOT, U64_MAX
 from host_model.registry import make_host
 from host_model.vdso_data import timekeeping, with_vdso_data
@@ -40,6 +42,9 @@ INSNS = 1_000_000
 MIGRATIONS = 64
 #: How many steps back a speculative `rdtsc` may be taken (`--speculative-tsc`).
 SPECULATION = 16
+#: Words of the native lane's state the executor sets and reads (emu/lane.py).
+BUDGET, FREE, T, VCPU = (lane.WORD[f] for f in ("budget", "free", "t", "vcpu"))
+SEG_START, SEG_TSC, SEG_HZ, N = (lane.WORD[f] for f in ("seg_start", "seg_tsc", "seg_hz", "n"))
 
 
 @dataclass
@@ -96,7 +101,11 @@ Observer = Callable[[str, object], None]
 class Executor:
     """One machine for a scenario, reused across runs (the JIT cache stays warm)."""
 
-    def __init__(self, scenario: Scenario, image: Image | None = None) -> None:
+    def __init__(
+        self, scenario: Scenario, image: Image | None = None, *, native: bool = True
+    ) -> None:
+        """`native=False` runs every visible operation in Python, even when the native
+        lane (emu/lane.py) is available: the reference the lane is tested against."""
         from emu.image import load
 
         self.scenario = scenario
@@ -118,14 +127,64 @@ class Executor:
         self.sites: dict[int, Site] = {}
         for s in decode.scan(self.image, rel_shared):
             self.sites[base + s.addr] = s
-        for addr, site in sorted(self.sites.items()):
-            how = self._address(site) if site.kind == LOAD else 0
-            self.machine.hook_code(addr, partial(self._hook, site, how))
+        self._site_hooks = {
+            addr: (site, self._address(site) if site.kind == LOAD else 0)
+            for addr, site in sorted(self.sites.items())
+        }
+        self._lane = self._start_lane() if native else None
+        #: Visible operations (and fences) the lane handed to Python, over all runs.
+        self.dispatches = 0
+        if self._lane is None:
+            for addr, (site, how) in self._site_hooks.items():
+                self.machine.hook_code(addr, partial(self._hook, site, how))
+        self._lane_on = False
+        self._quiet: Callable[[int], int] | None = None
         self.observer: Observer | None = None
         self.st: State | None = None
         self._keys: dict[int, str] = {}
         #: Boot steps seen (kept alive, so their ids stay theirs) -> the page image they give.
         self._images: dict[int, tuple[HostStep, bytes]] = {}
+
+    def _start_lane(self) -> lane.LaneState | None:
+        """Hook every site with the native lane (emu/lane.py), or return None without it."""
+        lib = lane.library()
+        if lib is None:
+            return None
+        m = self.machine
+        wide = m.bits == 64
+        log = (ctypes.c_uint64 * (4 * lane.CAPACITY))()
+        python = lane.PYTHON_FN(m.guarded(self._dispatch))
+        ls = lane.LaneState(
+            reg_read=m.c_function("uc_reg_read"),
+            reg_write=m.c_function("uc_reg_write"),
+            python=ctypes.cast(python, ctypes.c_void_p).value,
+            lo=self.shared[0],
+            hi=self.shared[1],
+            mask=(1 << m.bits) - 1,
+            pc=m.pc,
+            ax=ux.UC_X86_REG_RAX if wide else ux.UC_X86_REG_EAX,
+            dx=ux.UC_X86_REG_RDX if wide else ux.UC_X86_REG_EDX,
+            cx=ux.UC_X86_REG_RCX if wide else ux.UC_X86_REG_ECX,
+            ns_per_step=NS_PER_STEP,
+            cap=lane.CAPACITY,
+            log=ctypes.cast(log, ctypes.POINTER(ctypes.c_uint64)),
+        )
+        hook = ctypes.cast(lib.lane_hook, ctypes.c_void_p).value
+        ref = ctypes.pointer(ls)
+        for addr, (site, _) in self._site_hooks.items():
+            rec = lane.site_state(ref, site, m.layout.base, m.bits)
+            m.keep(rec)
+            m.hook_native(addr, hook, ctypes.addressof(rec))
+        for obj in (ls, ref, log, python):
+            m.keep(obj)
+        self._log = log
+        self._words = lane.words(ls)
+        return ls
+
+    @property
+    def native(self) -> bool:
+        """Does this executor run plain continuations in the native lane?"""
+        return self._lane is not None
 
     # --- one run ------------------------------------------------------------------------
 
@@ -150,8 +209,12 @@ class Executor:
         st = self.st = State(scheduler, clock, host, view, tasks, run)
         self._wants_info = getattr(scheduler, "wants_info", False)
         self._migrate = self.scenario.task_migration
-        self._options_cache: dict[tuple, tuple[tuple[int, ...], tuple[str, ...]]] = {}
+        self._options_cache: dict[int, tuple[tuple[int, ...], tuple[str, ...]]] = {}
         self.observer = observer
+        self._lane_on = self._lane is not None and not (
+            observer or self._wants_info or self._migrate or sc.speculative_tsc
+        )
+        self._quiet = getattr(scheduler, "quiet_until", None)
         setup = with_vdso_data(host.setup(view), self.image.info.get("vdso_data"), clock.boot_ns)
         self.machine.reset(self._page_image(setup))
         self._apply(replace(setup, writes=()), -1)
@@ -510,6 +573,92 @@ class Executor:
             task.done = True
             self._refresh()
 
+    # --- the native lane ----------------------------------------------------------------
+
+    def _dispatch(self, addr: int) -> None:
+        """The lane's call into Python: settle its log, run the hook, grant a new budget."""
+        self.dispatches += 1
+        if self._words[N]:
+            self._settle()
+        site, how = self._site_hooks[addr]
+        self._hook(site, how, addr)
+        self._grant()
+
+    def _grant(self, chosen: bool = False) -> None:
+        """Let the lane run the running task's next visible operations that are plain
+        continuations: the scheduler keeps the default there (`quiet_until`), fairness
+        keeps the same agent (SPIN), and no hang check is due (READ_OPS). `chosen`: the
+        task was just chosen to run, so its first operation is decided already."""
+        w = self._words
+        st = self.st
+        task = st.running
+        budget = -1
+        if (
+            self._lane_on
+            and not st.stop
+            and task is not None
+            and (chosen or not task.poised)
+            and task.read is not None
+            and st.current == task.index
+            and task.index in st.enabled
+        ):
+            budget = READ_OPS - len(task.read.ops) - 1
+            if len(st.enabled) > 1:
+                quiet = self._quiet
+                if quiet is None:
+                    budget = 0
+                else:
+                    budget = min(budget, SPIN - st.run_len, quiet(st.point) - st.point)
+        if budget < 0 or (budget == 0 and not chosen):
+            w[BUDGET] = w[FREE] = 0
+            return
+        seg = st.clock.segments[task.vcpu][-1]
+        w[BUDGET] = min(budget, lane.CAPACITY - 1)
+        w[FREE] = 1 if chosen else 0
+        w[T] = st.t
+        w[VCPU] = task.vcpu
+        w[SEG_START] = seg.start
+        w[SEG_TSC] = seg.start_tsc & U64_MAX
+        w[SEG_HZ] = seg.hz
+
+    def _settle(self) -> None:
+        """Take the operations the lane ran into the run, as `_hook` would have."""
+        w = self._words
+        n = w[N]
+        w[N] = w[BUDGET] = w[FREE] = 0
+        st = self.st
+        task = st.running
+        read = task.read
+        vals = self._log[: 4 * n]
+        index, vcpu = task.index, task.vcpu
+        names = lane.KIND_NAMES
+        ops = read.ops
+        keys = read.keys
+        known = self._keys
+        counted = n
+        loads = 0
+        it = iter(vals)
+        for t, k, pc, arg in zip(it, it, it, it, strict=True):
+            if k & lane.FREE:
+                k ^= lane.FREE
+                task.poised = False
+                counted -= 1
+            if k == 0:  # a load
+                keys.add(known.get(arg) or self._key(arg))
+                loads += 1
+            ops.append(Op(t, index, vcpu, names[k], pc, arg))
+        if read.start < 0:
+            read.start = vals[0]
+            task.spec_from = max(task.spec_from, vals[0])
+        read.end = vals[-4]
+        st.t = read.end + 1
+        task.spec_loads += loads
+        if len(st.enabled) > 1:
+            st.point += counted
+        st.run_len += counted
+
+    # --- task contexts -----------------------------------------------------------------
+
     def _save(self, task: Task) -> None:
         """Keep `task`'s registers, stopped before its pending visible operation."""
         if task.saved is None:
@@ -536,6 +685,8 @@ class Executor:
         self._save(old)
         new.poised = True
         self._load(new)
+        if self._lane is not None:
+            self._grant(chosen=True)
         m = self.machine
         m.set_reg(m.pc, m.reg(m.pc))
 
@@ -545,17 +696,24 @@ class Executor:
         st.stop = ""
         self._load(task)
         pc = m.reg(m.pc)
+        ls = self._lane
+        if ls is not None:
+            self._grant(chosen=True)
         try:
             if self.observer is None:
                 m.start(pc, EXIT_ADDR, INSNS)
             else:
                 self._step_until_stop(task, pc)
         except UcError as e:
+            if ls is not None and self._words[N]:
+                self._settle()
             task = st.running
             pc = m.reg(m.pc)
             self._end_read(task, FAULT, None, f"{e} at {self.image.symbolize(pc - m.layout.base)}")
             st.run.stopped = FAULT
             return
+        if ls is not None and self._words[N]:
+            self._settle()
         task = st.running
         if st.stop == "read":
             return

@@ -132,14 +132,12 @@ class Machine:
     # The binding's hook trampoline and emu_start/emu_stop wrappers cost ~3 us per call
     # in layers of Python; the executor calls them ~60 times a run, so it uses these.
 
-    def hook_code(self, addr: int, fn: Callable[[int], None]) -> None:
-        """Call `fn(addr)` before the instruction at `addr` executes.
+    def guarded(self, fn: Callable[[int], None]) -> Callable[[int], None]:
+        """`fn(addr)` made safe to call from the engine: an exception stops the engine and
+        is raised again by `start`, as the binding does (ctypes would otherwise print and
+        swallow it, even Ctrl-C)."""
 
-        An exception in `fn` stops the engine and is raised again by `start`, as the
-        binding does (ctypes would otherwise print and swallow it, even Ctrl-C).
-        """
-
-        def guard(_uc: int, address: int, _size: int, _data: int) -> None:
+        def guard(address: int) -> None:
             try:
                 fn(address)
             except BaseException as e:
@@ -147,20 +145,38 @@ class Machine:
                     self._error = e
                 self._lib.uc_emu_stop(self._h)
 
-        cb = _ucmod.HOOK_CODE_CFUNC(guard)
+        return guard
+
+    def hook_code(self, addr: int, fn: Callable[[int], None]) -> None:
+        """Call `fn(addr)` before the instruction at `addr` executes (see `guarded`)."""
+        guard = self.guarded(fn)
+        cb = _ucmod.HOOK_CODE_CFUNC(lambda _uc, address, _size, _data: guard(address))
+        self._callbacks.append(cb)  # the engine holds only a raw pointer to it
+        self.hook_native(addr, ctypes.cast(cb, ctypes.c_void_p).value, None)
+
+    def hook_native(self, addr: int, callback: int, data: int | None) -> None:
+        """Call the C function at `callback` (a Unicorn code hook) with `data` before the
+        instruction at `addr` executes."""
         handle = _ucmod.uc_hook_h()
         status = self._lib.uc_hook_add(
             self._h,
             ctypes.byref(handle),
             UC_HOOK_CODE,
-            ctypes.cast(cb, ctypes.c_void_p),
-            None,
+            ctypes.c_void_p(callback),
+            ctypes.c_void_p(data),
             ctypes.c_uint64(addr),
             ctypes.c_uint64(addr),
         )
         if status:
             raise UcError(status)
-        self._callbacks.append(cb)  # the engine holds only a raw pointer to it
+
+    def c_function(self, name: str) -> int:
+        """The address of the Unicorn C API function `name`."""
+        return ctypes.cast(getattr(self._lib, name), ctypes.c_void_p).value
+
+    def keep(self, obj: object) -> None:
+        """Keep `obj` alive as long as the engine (it holds raw pointers into it)."""
+        self._callbacks.append(obj)
 
     def start(self, begin: int, until: int, count: int) -> None:
         """Run from `begin` until `until`, `count` instructions, or a `stop` from a hook."""

@@ -8,6 +8,7 @@ shrinking towards option 0 shrinks towards fewer preemptions.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,9 +38,24 @@ class PointInfo:
 
 
 class Scheduler(Protocol):
+    """A scheduler may also define `quiet_until(index) -> int`: the first decision point at
+    or after `index` where it might not take option 0, whatever the options. The executor
+    then runs the points before it without calling `choose` (in its native lane), so
+    `choose` must not depend on being called at those points."""
+
     def choose(self, index: int, options: tuple[str, ...]) -> int:
         """The chosen option's position in `options` for decision point `index`."""
         ...
+
+
+#: `quiet_until` of a scheduler that never deviates again.
+NEVER = 1 << 62
+
+
+def next_point(points: list[int], index: int) -> int:
+    """The first of the sorted `points` at or after `index` (NEVER when none is)."""
+    at = bisect_left(points, index)
+    return points[at] if at < len(points) else NEVER
 
 
 class Default:
@@ -47,3 +63,6 @@ class Default:
 
     def choose(self, index: int, options: tuple[str, ...]) -> int:
         return 0
+
+    def quiet_until(self, index: int) -> int:
+        return NEVER

@@ -20,7 +20,7 @@ from hypothesis import seed as hseed
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from emu.search.base import Default
+from emu.search.base import Default, next_point
 from emu.search.strategy import RunOne
 
 #: The label of the `target()` observation.
@@ -32,6 +32,10 @@ class Plan:
 
     def __init__(self, plan: list[tuple[int, int]]) -> None:
         self.plan = dict(plan)
+        self.points = sorted(p for p, k in self.plan.items() if k)
+
+    def quiet_until(self, index: int) -> int:
+        return next_point(self.points, index)
 
     def choose(self, index: int, options: tuple[str, ...]) -> int:
         k = self.plan.get(index, 0)

@@ -2,22 +2,44 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
+from emu.search.base import NEVER
 from emu.search.strategy import RunOne
 
 
 class RandomWalk:
-    """One run's scheduler: default with probability 1 - `preempt`, else a uniform other."""
+    """One run's scheduler: default with probability 1 - `preempt`, else a uniform other.
+
+    The points where it preempts are drawn ahead, as geometric gaps, so the executor can
+    run the points between without asking (`quiet_until`); the choice at a preempting
+    point is drawn when the point is reached, from the options offered there.
+    """
 
     def __init__(self, seed: int, preempt: float = 0.15) -> None:
         self.rng = random.Random(seed)
         self.preempt = preempt
+        self.next = self._after(-1)
+
+    def _after(self, index: int) -> int:
+        """The next preempting point after `index`."""
+        p = self.preempt
+        if p <= 0:
+            return NEVER
+        if p >= 1:
+            return index + 1
+        # Failures before the first success of Bernoulli(p) trials: floor(log U / log(1-p)).
+        return index + 1 + int(math.log(1.0 - self.rng.random()) / math.log1p(-p))
+
+    def quiet_until(self, index: int) -> int:
+        return self.next
 
     def choose(self, index: int, options: tuple[str, ...]) -> int:
-        if self.rng.random() >= self.preempt:
+        if index < self.next:
             return 0
+        self.next = self._after(index)
         return self.rng.randrange(1, len(options))
 
 

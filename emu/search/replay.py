@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from emu.errors import ScheduleError
+from emu.search.base import next_point
 
 
 class Replay:
     def __init__(self, choices: tuple[tuple[int, str], ...] | list[tuple[int, str]]) -> None:
         self.choices = dict(choices)
+        self.points = sorted(self.choices)
+
+    def quiet_until(self, index: int) -> int:
+        return next_point(self.points, index)
 
     def choose(self, index: int, options: tuple[str, ...]) -> int:
         label = self.choices.get(index)
