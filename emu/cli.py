@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,15 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             f"{scenario.vcpus} vCPUs x {scenario.reads} reads, strategy {args.strategy}"
             + _strategy_detail(args)
         )
+    if not campaign.executor.native:
+        from emu import lane
+
+        if os.environ.get("VDSOFUZZ_LANE", "1") != "0":
+            print(
+                f"note: {lane.unavailable}; every visible operation runs in Python (same "
+                "results, slower); install a C compiler (gcc or clang) for the native lane",
+                file=sys.stderr,
+            )
     outcome = campaign.fuzz(
         strategy=args.strategy,
         seed=args.seed,

@@ -143,7 +143,7 @@ class Executor:
         self.st: State | None = None
         self._keys: dict[int, str] = {}
         #: Boot steps seen (kept alive, so their ids stay theirs) -> the page image they give.
-        self._images: dict[int, tuple[HostStep, bytes]] = {}
+        self._images: dict[int, tuple[HostStep, tuple[bytes, HostStep]]] = {}
 
     def _start_lane(self) -> lane.LaneState | None:
         """Hook every site with the native lane (emu/lane.py), or return None without it."""
@@ -216,8 +216,9 @@ class Executor:
         )
         self._quiet = getattr(scheduler, "quiet_until", None)
         setup = with_vdso_data(host.setup(view), self.image.info.get("vdso_data"), clock.boot_ns)
-        self.machine.reset(self._page_image(setup))
-        self._apply(replace(setup, writes=()), -1)
+        pages, effects = self._boot(setup)
+        self.machine.reset(pages)
+        self._apply(effects, -1)
         st.host_iter = host.steps(view)
         if sc.timekeeping:
             spec = self.image.info["vdso_data"]
@@ -415,16 +416,17 @@ class Executor:
             st.parked = (st.parked | step.park) - step.unpark
             self._refresh()
 
-    def _page_image(self, step: HostStep) -> bytes:
-        """The shared pages as bytes after `step`'s writes, for one engine write."""
+    def _boot(self, step: HostStep) -> tuple[bytes, HostStep]:
+        """The shared pages as bytes after the boot `step`'s writes (for one memory write),
+        and the step without its writes (for its records and other effects)."""
         hit = self._images.get(id(step))
         if hit is not None and hit[0] is step:
             return hit[1]
-        image = self._build_page_image(step)
+        boot = (self._build_page_image(step), replace(step, writes=()))
         if len(self._images) >= 16:  # hosts whose boot differs per run: keep it bounded
             self._images.clear()
-        self._images[id(step)] = (step, image)
-        return image
+        self._images[id(step)] = (step, boot)
+        return boot
 
     def _build_page_image(self, step: HostStep) -> bytes:
         lo, hi = self.shared

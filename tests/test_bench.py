@@ -34,6 +34,8 @@ def test_bench_quick_json_has_the_keys():
     for v in tp["strategies"].values():
         assert v["schedules_per_s"] > 0
     assert tp["stepping_ratio"] > 1
+    assert tp["native_lane"] is True  # CI has a compiler
+    assert tp["executor_python_runs_per_s"] > 0
     images = {b["image"] for b in d["bugs"]}
     assert {"bug-no-retry", "bug-no-odd-check"} <= images
     for b in d["bugs"]:

@@ -9,7 +9,8 @@ verification, and the same readers run natively.
 Sections:
 - throughput: schedules/s of every strategy on the reference workload (image `modern`,
   2 vCPUs x 2 reads, host `kvm` making one update of vCPU 0's page), and executor runs/s
-  in fast mode vs stepping mode (an observer on every instruction) with the ratio;
+  in fast mode (with the native lane when it is available), with every visible operation
+  in Python, and in stepping mode (an observer on every instruction), with the ratio;
 - bugs: for each catalog bug (seeded-bug images of vdso_blobs/manifest.json with the host
   and options that expose them, and host bugs), per strategy, the median over seeds of the
   time and schedules to the first violation, the time including shrinking, and the shrunk
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
+from emu import lane  # noqa: E402
 from emu.campaign import STRATEGIES, Campaign  # noqa: E402
 from emu.errors import ImageError  # noqa: E402
 from emu.executor import Executor  # noqa: E402
@@ -186,13 +188,23 @@ def throughput(n: int, stepping_n: int) -> dict[str, Any]:
     def noop(kind: str, data: object) -> None:
         pass
 
+    python = Executor(sc, native=False)
+    python.run(Default())
     rates = {}
-    for mode, obs, m in (("fast", None, stepping_n * 10), ("stepping", noop, stepping_n)):
+    for mode, e, obs, m in (
+        ("fast", ex, None, stepping_n * 10),
+        ("python", python, None, stepping_n * 10),
+        ("stepping", ex, noop, stepping_n),
+    ):
         t = time.perf_counter()
         for i in range(m):
-            ex.run(RandomWalk(i), observer=obs)
+            e.run(RandomWalk(i), observer=obs)
         rates[mode] = m / (time.perf_counter() - t)
+    out["native_lane"] = ex.native
+    if not ex.native:
+        out["native_lane_unavailable"] = lane.unavailable
     out["executor_fast_runs_per_s"] = round(rates["fast"], 1)
+    out["executor_python_runs_per_s"] = round(rates["python"], 1)
     out["executor_stepping_runs_per_s"] = round(rates["stepping"], 1)
     out["stepping_ratio"] = round(rates["fast"] / rates["stepping"], 1)
     return out
@@ -365,8 +377,10 @@ def render(r: dict[str, Any]) -> str:
     lines.append(f"  {'strategy':<12} {'schedules/s':>12} {'reads/s':>10}")
     for k, v in tp["strategies"].items():
         lines.append(f"  {k:<12} {v['schedules_per_s']:>12.0f} {v['reads_per_s']:>10.0f}")
+    lane_note = "on" if tp["native_lane"] else f"off: {tp.get('native_lane_unavailable')}"
     lines.append(
-        f"  executor fast {tp['executor_fast_runs_per_s']:.0f} runs/s, stepping "
+        f"  executor fast {tp['executor_fast_runs_per_s']:.0f} runs/s (native lane {lane_note}; "
+        f"every operation in Python: {tp['executor_python_runs_per_s']:.0f} runs/s), stepping "
         f"{tp['executor_stepping_runs_per_s']:.0f} runs/s: ratio {tp['stepping_ratio']}x"
     )
     lines.append("")
