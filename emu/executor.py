@@ -263,12 +263,7 @@ class Executor:
         if len(enabled) == 1:
             choice = default
         else:
-            key = st.epoch * 256 + default
-            cached = self._options_cache.get(key)
-            if cached is None:
-                opts = (default,) + tuple(a for a in enabled if a != default)
-                cached = self._options_cache[key] = (opts, tuple(self.labels[a] for a in opts))
-            options, labels = cached
+            options, labels = self._options(default)
             if self._wants_info:
                 k = st.scheduler.choose(st.point, labels, self._info())
             else:
@@ -287,6 +282,16 @@ class Executor:
             st.run_len = 1
             st.current = choice
         return choice
+
+    def _options(self, default: int) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        """The agents a decision offers when `default` is the default, and their labels."""
+        st = self.st
+        key = st.epoch * 256 + default
+        cached = self._options_cache.get(key)
+        if cached is None:
+            opts = (default,) + tuple(a for a in st.enabled if a != default)
+            cached = self._options_cache[key] = (opts, tuple(self.labels[a] for a in opts))
+        return cached
 
     def _migration_point(self) -> None:
         """`--task-migration`: the guest scheduler may move one task to another vCPU here.
@@ -610,7 +615,8 @@ class Executor:
                 if quiet is None:
                     budget = 0
                 else:
-                    budget = min(budget, SPIN - st.run_len, quiet(st.point) - st.point)
+                    labels = self._options(task.index)[1]
+                    budget = min(budget, SPIN - st.run_len, quiet(st.point, labels) - st.point)
         if budget < 0 or (budget == 0 and not chosen):
             w[BUDGET] = w[FREE] = 0
             return

@@ -9,10 +9,12 @@ import pytest
 from conftest import DEBIAN
 
 from emu import lane
+from emu.errors import ScheduleError
 from emu.executor import Executor
 from emu.scenario import Scenario
 from emu.search.base import Default
 from emu.search.hypothesis import Plan
+from emu.search.pct import PctRun
 from emu.search.random import RandomWalk
 from emu.search.replay import Replay
 
@@ -61,8 +63,8 @@ def test_the_lane_takes_most_visible_operations_off_python():
 def test_runs_are_the_same_with_and_without_the_lane(image):
     native, python = pair(image, host="kvm", host_params={"updates": 2})
     rng = random.Random(image)
-    # 8 images x 200 schedules of three kinds: random walks, Hypothesis-style plans,
-    # and replays of what the random walks chose
+    # 9 images x 200 schedules of four kinds: random walks, Hypothesis-style plans, PCT
+    # runs, and replays of what the random walks chose
     for seed in range(200):
         walk = RandomWalk(seed, preempt=0.3)
         a = native.run(walk)
@@ -70,6 +72,9 @@ def test_runs_are_the_same_with_and_without_the_lane(image):
         assert a.outcome() == b.outcome(), f"random walk {seed}"
         plan = [(rng.randrange(60), rng.randrange(1, 9)) for _ in range(rng.randrange(6))]
         assert native.run(Plan(plan)).outcome() == python.run(Plan(plan)).outcome(), plan
+        depth = 1 + seed % 4
+        a = native.run(PctRun(random.Random(seed), depth, 60))
+        assert a.outcome() == python.run(PctRun(random.Random(seed), depth, 60)).outcome()
         assert native.run(Replay(a.choices)).outcome() == a.outcome()
 
 
@@ -103,7 +108,7 @@ def test_ctrl_c_in_a_decision_is_not_swallowed():
     native, _ = pair("modern", host="kvm", host_params={"updates": 1})
 
     class Interrupt:
-        def quiet_until(self, index: int) -> int:
+        def quiet_until(self, index: int, options: tuple[str, ...]) -> int:
             return 5
 
         def choose(self, index: int, options: tuple[str, ...]) -> int:
@@ -140,38 +145,76 @@ def test_without_a_compiler_the_executor_runs_in_python(tmp_path, monkeypatch):
     assert lane.library() is not None
 
 
-def _choices(scheduler, lengths: list[int], skip: bool) -> list[int]:
-    """What `scheduler` picks at each point; with `skip`, asked only where it is not quiet."""
+AGENTS = ("t0", "t1", "t2", "host")
+
+
+def _walk(scheduler, rng: random.Random, n: int) -> tuple[list[tuple[str, ...]], list[int]]:
+    """Ask `scheduler` at every point as a run would: the default is the agent chosen last,
+    the runnable set changes now and then. (the options offered, the choices)."""
+    seq, out = [], []
+    enabled = list(AGENTS)
+    last = AGENTS[0]
+    for index in range(n):
+        if rng.random() < 0.1:
+            enabled = rng.sample(AGENTS, rng.randrange(2, len(AGENTS) + 1))
+        default = last if last in enabled and rng.random() < 0.95 else enabled[0]
+        options = (default,) + tuple(a for a in enabled if a != default)
+        k = scheduler.choose(index, options)
+        seq.append(options)
+        out.append(k)
+        last = options[k]
+    return seq, out
+
+
+def _skipping(scheduler, seq: list[tuple[str, ...]]) -> tuple[list[int], int]:
+    """The same points asked the way the executor's lane does: not at all while the
+    scheduler said it is quiet and the options have not changed. (choices, points skipped)"""
     out = []
-    for index, n in enumerate(lengths):
-        quiet = scheduler.quiet_until(index)
-        assert quiet >= index
-        if skip and index < quiet:
+    skipped = 0
+    until, offered = -1, None
+    for index, options in enumerate(seq):
+        if index < until and options == offered:
             out.append(0)
-        else:
-            out.append(scheduler.choose(index, tuple(f"t{i}" for i in range(n))))
-    return out
+            skipped += 1
+            continue
+        until = scheduler.quiet_until(index, options)
+        assert until >= index
+        if until > index:
+            offered = options
+            out.append(0)
+            skipped += 1
+            continue
+        out.append(scheduler.choose(index, options))
+    return out, skipped
 
 
-def _make(kind: str, trial: int, lengths: list[int]):
+def _make(kind: str, trial: int, n: int):
     r = random.Random(trial)
     if kind == "random":
         return RandomWalk(trial, preempt=r.choice([0.0, 0.05, 0.3, 1.0]))
     if kind == "plan":
-        return Plan([(r.randrange(80), r.randrange(1, 9)) for _ in range(r.randrange(8))])
+        return Plan([(r.randrange(n), r.randrange(1, 9)) for _ in range(r.randrange(8))])
     if kind == "replay":
-        picks = {r.randrange(len(lengths)) for _ in range(r.randrange(6))}
-        return Replay([(i, f"t{r.randrange(1, lengths[i])}") for i in sorted(picks)])
+        picks = {r.randrange(n) for _ in range(r.randrange(6))}
+        return Replay([(i, r.choice(AGENTS)) for i in sorted(picks)])
+    if kind == "pct":
+        return PctRun(random.Random(trial), r.randrange(1, 5), n)
     return Default()
 
 
-@pytest.mark.parametrize("kind", ["random", "plan", "replay", "default"])
+@pytest.mark.parametrize("kind", ["random", "plan", "replay", "pct", "default"])
 def test_schedulers_choose_the_same_when_quiet_points_are_skipped(kind):
-    rng = random.Random(kind)
-    for trial in range(200):
-        lengths = [rng.randrange(2, 5) for _ in range(rng.randrange(1, 80))]
-        every = _choices(_make(kind, trial, lengths), lengths, skip=False)
-        assert _choices(_make(kind, trial, lengths), lengths, skip=True) == every
+    quiet = 0
+    for trial in range(300):
+        n = random.Random(-trial).randrange(1, 120)
+        try:
+            seq, every = _walk(_make(kind, trial, n), random.Random(trial), n)
+        except ScheduleError:
+            continue  # a replay that does not fit the walk
+        got, skipped = _skipping(_make(kind, trial, n), seq)
+        assert got == every, f"trial {trial}"
+        quiet += skipped
+    assert quiet > 1000  # the lane has points to run
 
 
 def test_random_walk_preempts_at_its_rate():

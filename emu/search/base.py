@@ -38,10 +38,11 @@ class PointInfo:
 
 
 class Scheduler(Protocol):
-    """A scheduler may also define `quiet_until(index) -> int`: the first decision point at
-    or after `index` where it might not take option 0, whatever the options. The executor
-    then runs the points before it without calling `choose` (in its native lane), so
-    `choose` must not depend on being called at those points."""
+    """A scheduler may also define `quiet_until(index, options) -> int`: the first decision
+    point at or after `index` where it might not take option 0, given that every point until
+    then offers `options` (the executor asks only while that holds). The executor then runs
+    the points before it without calling `choose` (in its native lane), so `choose` must
+    not depend on being called at those points."""
 
     def choose(self, index: int, options: tuple[str, ...]) -> int:
         """The chosen option's position in `options` for decision point `index`."""
@@ -64,5 +65,5 @@ class Default:
     def choose(self, index: int, options: tuple[str, ...]) -> int:
         return 0
 
-    def quiet_until(self, index: int) -> int:
+    def quiet_until(self, index: int, options: tuple[str, ...]) -> int:
         return NEVER

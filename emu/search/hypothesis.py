@@ -34,7 +34,7 @@ class Plan:
         self.plan = dict(plan)
         self.points = sorted(p for p, k in self.plan.items() if k)
 
-    def quiet_until(self, index: int) -> int:
+    def quiet_until(self, index: int, options: tuple[str, ...]) -> int:
         return next_point(self.points, index)
 
     def choose(self, index: int, options: tuple[str, ...]) -> int:

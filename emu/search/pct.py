@@ -22,7 +22,7 @@ import random
 from fractions import Fraction
 from typing import Any
 
-from emu.search.base import Default
+from emu.search.base import Default, next_point
 from emu.search.strategy import RunOne, is_agent_point
 
 #: Consecutive choices of one label after which a rotated default is taken as a yield.
@@ -42,6 +42,10 @@ class PctRun:
         self.floor = 0.0
         self.last: str | None = None
         self.streak = 0
+        #: The last point `choose` was asked at; points after it that it was not asked at
+        #: were quiet (see `quiet_until`) and chose `last`.
+        self.at = -1
+        self.points = sorted(self.changes)
 
     def _p(self, label: str) -> float:
         p = self.prio.get(label)
@@ -49,7 +53,20 @@ class PctRun:
             p = self.prio[label] = self.depth + self.rng.random()
         return p
 
+    def quiet_until(self, index: int, options: tuple[str, ...]) -> int:
+        """While the agent PCT chose last is the default and outranks every other option,
+        it keeps choosing it until the next change point."""
+        if self.last != options[0] or not is_agent_point(options):
+            return index
+        top = self._p(options[0])
+        if any(self._p(o) > top for o in options[1:]):
+            return index
+        return next_point(self.points, index)
+
     def choose(self, index: int, options: tuple[str, ...]) -> int:
+        if index > self.at + 1 and self.last is not None:
+            self.streak += index - self.at - 1
+        self.at = index
         if not is_agent_point(options):
             # An action point (task migration, speculative TSC): nothing happens unless a
             # change point falls here, and then a uniformly chosen action does.

@@ -33,7 +33,7 @@ class RandomWalk:
         # Failures before the first success of Bernoulli(p) trials: floor(log U / log(1-p)).
         return index + 1 + int(math.log(1.0 - self.rng.random()) / math.log1p(-p))
 
-    def quiet_until(self, index: int) -> int:
+    def quiet_until(self, index: int, options: tuple[str, ...]) -> int:
         return self.next
 
     def choose(self, index: int, options: tuple[str, ...]) -> int:

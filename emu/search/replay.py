@@ -11,7 +11,7 @@ class Replay:
         self.choices = dict(choices)
         self.points = sorted(self.choices)
 
-    def quiet_until(self, index: int) -> int:
+    def quiet_until(self, index: int, options: tuple[str, ...]) -> int:
         return next_point(self.points, index)
 
     def choose(self, index: int, options: tuple[str, ...]) -> int:
