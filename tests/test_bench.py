@@ -36,6 +36,9 @@ def test_bench_quick_json_has_the_keys():
     assert tp["stepping_ratio"] > 1
     assert tp["native_lane"] is True  # CI has a compiler
     assert tp["executor_python_runs_per_s"] > 0
+    fl = tp["floor"]
+    assert fl["host_model_us"] > 0 and fl["oracles_us"] > 0
+    assert fl["max_schedules_per_s"] > tp["executor_fast_runs_per_s"]
     images = {b["image"] for b in d["bugs"]}
     assert {"bug-no-retry", "bug-no-odd-check"} <= images
     for b in d["bugs"]:

@@ -20,6 +20,8 @@ Sections:
 - native: the same reader sources compiled for this CPU, a writer thread in a tight loop
   and at 1 kHz (tools/run_native_stress.py), time to the first violation, and its ratio to
   the emulator's best median;
+- the floor: per-run time of the host model and the oracles alone, which no speed-up of
+  guest execution removes;
 - peak RSS of the benchmark process (the emulator part; native runs are child processes).
 
 Wall-clock time is used here only to measure; the emulation itself runs on logical time.
@@ -47,10 +49,13 @@ from emu.campaign import STRATEGIES, Campaign  # noqa: E402
 from emu.errors import ImageError  # noqa: E402
 from emu.executor import Executor  # noqa: E402
 from emu.image import manifest  # noqa: E402
+from emu.oracles import judge  # noqa: E402
 from emu.scenario import Scenario  # noqa: E402
 from emu.search.base import Default  # noqa: E402
 from emu.search.random import RandomWalk  # noqa: E402
-from host_model.registry import HOSTS  # noqa: E402
+from host_model.base import HostView  # noqa: E402
+from host_model.clock import Clock  # noqa: E402
+from host_model.registry import HOSTS, make_host  # noqa: E402
 
 #: Host and scenario options that expose each seeded bug, for images the catalog (if any)
 #: does not describe: reader name -> (host, host params, scenario options).
@@ -158,6 +163,33 @@ def reference() -> Scenario:
     return Scenario(image="modern", host="kvm", host_params={"updates": 1, "vcpu": 0}, reads=2)
 
 
+def floor(ex: Executor, n: int) -> dict[str, float]:
+    """Microseconds per reference run of the work that does not depend on the guest code:
+    the host model (boot and every step, as the executor asks for them), and judging the
+    run's reads with the oracles. Their sum bounds the schedules/s of any strategy."""
+    sc = ex.scenario
+    runs = [ex.run(RandomWalk(i)) for i in range(n)]
+    steps = [[e.t for e in r.host] for r in runs]
+    t = time.perf_counter()
+    for times in steps:
+        host = make_host(sc.host, sc.host_params)
+        clock = Clock(sc.vcpus, offsets=host.tsc_offsets(sc.vcpus))
+        view = HostView(clock, 0, sc.vcpus)
+        host.setup(view)
+        for step_t, _ in zip(times, host.steps(view), strict=False):
+            view.t = step_t + 1
+    host_us = (time.perf_counter() - t) / n * 1e6
+    t = time.perf_counter()
+    for r in runs:
+        judge(r, sc)
+    judge_us = (time.perf_counter() - t) / n * 1e6
+    return {
+        "host_model_us": round(host_us, 1),
+        "oracles_us": round(judge_us, 1),
+        "max_schedules_per_s": round(1e6 / (host_us + judge_us)),
+    }
+
+
 def throughput(n: int, stepping_n: int) -> dict[str, Any]:
     sc = reference()
     ex = Executor(sc)
@@ -200,6 +232,7 @@ def throughput(n: int, stepping_n: int) -> dict[str, Any]:
         for i in range(m):
             e.run(RandomWalk(i), observer=obs)
         rates[mode] = m / (time.perf_counter() - t)
+    out["floor"] = floor(ex, stepping_n * 10)
     out["native_lane"] = ex.native
     if not ex.native:
         out["native_lane_unavailable"] = lane.unavailable
@@ -382,6 +415,11 @@ def render(r: dict[str, Any]) -> str:
         f"  executor fast {tp['executor_fast_runs_per_s']:.0f} runs/s (native lane {lane_note}; "
         f"every operation in Python: {tp['executor_python_runs_per_s']:.0f} runs/s), stepping "
         f"{tp['executor_stepping_runs_per_s']:.0f} runs/s: ratio {tp['stepping_ratio']}x"
+    )
+    fl = tp["floor"]
+    lines.append(
+        f"  per run, independent of the guest: host model {fl['host_model_us']} us, oracles "
+        f"{fl['oracles_us']} us: at most {fl['max_schedules_per_s']} schedules/s"
     )
     lines.append("")
     lines.append(
