@@ -3,6 +3,7 @@ executor still works (in Python) when it cannot be built."""
 
 from __future__ import annotations
 
+import platform
 import random
 
 import pytest
@@ -17,6 +18,7 @@ from emu.search.hypothesis import Plan
 from emu.search.pct import PctRun
 from emu.search.random import RandomWalk
 from emu.search.replay import Replay
+from emu.vdso_dump import dump_running_vdso, read_maps
 
 IMAGES = [
     "modern",
@@ -226,3 +228,18 @@ def test_random_walk_preempts_at_its_rate():
             total += 1
             hits += walk.choose(index, ("t0", "t1", "host")) != 0
     assert 0.17 < hits / total < 0.23
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.machine() != "x86_64" or "[vdso]" not in read_maps(),
+    reason="needs a running x86-64 Linux kernel with a vDSO",
+)
+@pytest.mark.parametrize("host,timekeeping", [("kvm-legacy-copy", 0), ("kvm", 2)])
+def test_the_running_kernels_vdso_gives_the_same_runs(tmp_path_factory, host, timekeeping):
+    dump = dump_running_vdso(tmp_path_factory.mktemp("vdso"))
+    sc = Scenario(image=str(dump), host=host, timekeeping=timekeeping)
+    native, python = Executor(sc), Executor(sc, native=False)
+    assert native.native
+    for seed in range(100):
+        a = native.run(RandomWalk(seed, preempt=0.25))
+        assert a.outcome() == python.run(RandomWalk(seed, preempt=0.25)).outcome(), seed
