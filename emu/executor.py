@@ -98,6 +98,19 @@ class State:
 Observer = Callable[[str, object], None]
 
 
+class _Keys(dict):
+    """A cache of `name(address)`, filled on first lookup."""
+
+    def __init__(self, name: Callable[[int], str]) -> None:
+        super().__init__()
+        self.name = name
+
+    def __missing__(self, ea: int) -> str:
+        key = self[ea] = self.name(ea)
+        return key
+
+
+
 class Executor:
     """One machine for a scenario, reused across runs (the JIT cache stays warm)."""
 
@@ -141,7 +154,8 @@ class Executor:
         self._quiet: Callable[[int], int] | None = None
         self.observer: Observer | None = None
         self.st: State | None = None
-        self._keys: dict[int, str] = {}
+        #: Address in the clock pages -> the name of the record it belongs to ("pvti0").
+        self._keys = _Keys(self._key_of)
         #: Boot steps seen (kept alive, so their ids stay theirs) -> the page image they give.
         self._images: dict[int, tuple[HostStep, tuple[bytes, HostStep]]] = {}
 
@@ -459,12 +473,6 @@ class Executor:
 
     # --- guest -------------------------------------------------------------------------
 
-    def _key(self, ea: int) -> str:
-        key = self._keys.get(ea)
-        if key is None:
-            key = self._keys[ea] = self._key_of(ea)
-        return key
-
     def _key_of(self, ea: int) -> str:
         hit = self.machine.layout.locate(ea)
         if hit is None:
@@ -530,7 +538,7 @@ class Executor:
             task.spec_from = max(task.spec_from, t)
         read.end = t
         if kind == LOAD:
-            read.keys.add(self._keys.get(ea) or self._key(ea))
+            read.keys.add(self._keys[ea])
             read.ops.append(Op(t, task.index, task.vcpu, kind, addr, ea))
             task.spec_loads += 1
         elif kind in (TSC, TSCP):
@@ -599,6 +607,8 @@ class Executor:
         w = self._words
         st = self.st
         task = st.running
+        if not chosen and w[FREE] and task is not None and task.poised:
+            return  # the task was just switched to, and its grant stands
         budget = -1
         if (
             self._lane_on
@@ -652,7 +662,7 @@ class Executor:
                 task.poised = False
                 counted -= 1
             if k == 0:  # a load
-                keys.add(known.get(arg) or self._key(arg))
+                keys.add(known[arg])
                 loads += 1
             ops.append(Op(t, index, vcpu, names[k], pc, arg))
         if read.start < 0:
