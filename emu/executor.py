@@ -36,7 +36,8 @@ from host_model.vdso_data import timekeeping, with_vdso_data
 SPIN = 32
 #: Visible operations one read may make once the host is quiescent before it is a hang.
 READ_OPS = 4096
-#: Instructions one engine call may run without reaching a visible operation.
+#: Instructions a task may run without a visible operation before it is a hang (counted
+#: per engine call; a call that made some visible operation goes on with a fresh count).
 INSNS = 1_000_000
 #: Guest task migrations one run may make (`--task-migration`); then no more are offered.
 MIGRATIONS = 64
@@ -719,7 +720,20 @@ class Executor:
             self._grant(chosen=True)
         try:
             if self.observer is None:
-                m.start(pc, EXIT_ADDR, INSNS)
+                while True:
+                    t = st.t
+                    m.start(pc, EXIT_ADDR, INSNS)
+                    pc = m.reg(m.pc)
+                    if st.stop or pc == EXIT_ADDR:
+                        break
+                    # The engine ran out of instructions. Tasks switch inside an engine
+                    # call, so that is a hang only if no visible operation happened.
+                    if ls is not None and self._words[N]:
+                        self._settle()
+                    if st.t == t:
+                        break
+                    if ls is not None:
+                        self._grant()
             else:
                 self._step_until_stop(task, pc)
         except UcError as e:
@@ -754,6 +768,7 @@ class Executor:
         m = self.machine
         st = self.st
         reads: list[tuple[int, int, bytes]] = []
+        quiet, last = 0, st.t
 
         def on_read(uc, access, addr, size, value, _):
             reads.append((addr, size, bytes(uc.mem_read(addr, size))))
@@ -762,7 +777,7 @@ class Executor:
         # Code translated before the hook existed would not call it.
         uc.ctl_flush_tb()
         try:
-            for _ in range(INSNS):
+            while quiet < INSNS:
                 if pc == EXIT_ADDR:
                     return
                 before = m.regs()
@@ -780,6 +795,7 @@ class Executor:
                 pc = m.reg(m.pc)
                 if st.stop:
                     return
+                quiet, last = (0, st.t) if st.t != last else (quiet + 1, last)
         finally:
             uc.hook_del(h)
             uc.ctl_flush_tb()

@@ -37,3 +37,31 @@ def test_guest_failure_is_a_violation(tmp_path, name, oracle):
     violations = judge(run, sc)
     assert violations and violations[0].oracle == oracle
     assert run.stopped in ("fault", "hang")
+
+
+def test_a_hang_is_a_stretch_without_visible_operations(make_executor, monkeypatch):
+    """The instruction limit counts from the last visible operation, not from the engine
+    call: a run that needs more instructions in total than the limit is not a hang."""
+    import emu.executor as executor
+    from emu.search.random import RandomWalk
+
+    ex = make_executor("modern", host_params={"updates": 2})
+    normal = [ex.run(RandomWalk(seed, preempt=0.2)) for seed in range(20)]
+    # far fewer than one run executes, more than any stretch between visible operations
+    monkeypatch.setattr(executor, "INSNS", 60)
+    for seed, want in enumerate(normal):
+        assert ex.run(RandomWalk(seed, preempt=0.2)).outcome() == want.outcome()
+        stepped = ex.run(RandomWalk(seed, preempt=0.2), observer=lambda kind, data: None)
+        assert stepped.outcome() == want.outcome()
+
+
+def test_a_small_limit_still_catches_a_hang(tmp_path, monkeypatch):
+    import emu.executor as executor
+
+    monkeypatch.setattr(executor, "INSNS", 60)
+    path = build_reader(tmp_path, "spin", READERS["spin"])
+    sc = Scenario(image=str(path), host_params={"updates": 0})
+    for observer in (None, lambda kind, data: None):
+        run = Executor(sc).run(Default(), observer=observer)
+        assert run.stopped == "hang"
+        assert "60 instructions without a visible operation" in run.reads[0].detail
