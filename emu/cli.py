@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,7 +87,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     if not campaign.executor.native:
         from emu import lane
 
-        if os.environ.get("VDSOFUZZ_LANE", "1") != "0":
+        if not lane.turned_off():
             print(
                 f"note: {lane.unavailable}; every visible operation runs in Python (same "
                 "results, slower); install a C compiler (gcc or clang) for the native lane",

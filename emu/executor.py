@@ -111,7 +111,6 @@ class _Keys(dict):
         return key
 
 
-
 class Executor:
     """One machine for a scenario, reused across runs (the JIT cache stays warm)."""
 
@@ -152,7 +151,7 @@ class Executor:
             for addr, (site, how) in self._site_hooks.items():
                 self.machine.hook_code(addr, partial(self._hook, site, how))
         self._lane_on = False
-        self._quiet: Callable[[int], int] | None = None
+        self._quiet: Callable[[int, tuple[str, ...]], int] | None = None
         self.observer: Observer | None = None
         self.st: State | None = None
         #: Address in the clock pages -> the name of the record it belongs to ("pvti0").
@@ -186,8 +185,8 @@ class Executor:
         )
         hook = ctypes.cast(lib.lane_hook, ctypes.c_void_p).value
         ref = ctypes.pointer(ls)
-        for addr, (site, _) in self._site_hooks.items():
-            rec = lane.site_state(ref, site, m.layout.base, m.bits)
+        for addr, (site, how) in self._site_hooks.items():
+            rec = lane.site_state(ref, site, how)
             m.keep(rec)
             m.hook_native(addr, hook, ctypes.addressof(rec))
         for obj in (ls, ref, log, python):
@@ -396,12 +395,9 @@ class Executor:
         return PointInfo(None if task is None else self.labels[task], st.op, writes)
 
     def _turn(self, task: Task, agent: int | None = None) -> bool:
-        """May `task` execute its visible operation now? Runs host steps chosen before it.
-        `agent`: the next agent when the caller has already chosen it."""
+        """May `task` (not poised) execute its visible operation now? Runs host steps
+        chosen before it. `agent`: the next agent when the caller has already chosen it."""
         st = self.st
-        if task.poised:
-            task.poised = False
-            return True
         if agent is None:
             agent = self._next_agent()
         while agent == self.HOST:
@@ -640,6 +636,11 @@ class Executor:
         w[SEG_TSC] = seg.start_tsc & U64_MAX
         w[SEG_HZ] = seg.hz
 
+    def _drain(self) -> None:
+        """Settle the lane's log if it holds operations the run does not have yet."""
+        if self._lane is not None and self._words[N]:
+            self._settle()
+
     def _settle(self) -> None:
         """Take the operations the lane ran into the run, as `_hook` would have."""
         w = self._words
@@ -715,8 +716,7 @@ class Executor:
         st.stop = ""
         self._load(task)
         pc = m.reg(m.pc)
-        ls = self._lane
-        if ls is not None:
+        if self._lane is not None:
             self._grant(chosen=True)
         try:
             if self.observer is None:
@@ -728,24 +728,21 @@ class Executor:
                         break
                     # The engine ran out of instructions. Tasks switch inside an engine
                     # call, so that is a hang only if no visible operation happened.
-                    if ls is not None and self._words[N]:
-                        self._settle()
+                    self._drain()
                     if st.t == t:
                         break
-                    if ls is not None:
+                    if self._lane is not None:
                         self._grant()
             else:
                 self._step_until_stop(task, pc)
         except UcError as e:
-            if ls is not None and self._words[N]:
-                self._settle()
+            self._drain()
             task = st.running
             pc = m.reg(m.pc)
             self._end_read(task, FAULT, None, f"{e} at {self.image.symbolize(pc - m.layout.base)}")
             st.run.stopped = FAULT
             return
-        if ls is not None and self._words[N]:
-            self._settle()
+        self._drain()
         task = st.running
         if st.stop == "read":
             return
@@ -795,7 +792,10 @@ class Executor:
                 pc = m.reg(m.pc)
                 if st.stop:
                     return
-                quiet, last = (0, st.t) if st.t != last else (quiet + 1, last)
+                if st.t != last:
+                    quiet, last = 0, st.t
+                else:
+                    quiet += 1
         finally:
             uc.hook_del(h)
             uc.ctl_flush_tb()

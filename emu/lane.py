@@ -99,11 +99,16 @@ def cache_dir() -> Path:
     return Path(root) / "vdsofuzz"
 
 
+def turned_off() -> bool:
+    """Has the user turned the lane off (`VDSOFUZZ_LANE=0`)?"""
+    return os.environ.get("VDSOFUZZ_LANE", "1") == "0"
+
+
 @cache
 def library() -> ctypes.CDLL | None:
     """The compiled lane, building it on first use; None when it cannot be had."""
     global unavailable
-    if os.environ.get("VDSOFUZZ_LANE", "1") == "0":
+    if turned_off():
         unavailable = "turned off by VDSOFUZZ_LANE=0"
         return None
     cc = os.environ.get("CC") or "cc"
@@ -138,16 +143,17 @@ def _build(cc: str, path: Path) -> None:
             os.unlink(tmp)
 
 
-def site_state(lane: ctypes.pointer, site: Site, base: int, bits: int) -> SiteState:
-    """The C record of one hooked site (addresses already in guest space)."""
+def site_state(
+    lane: ctypes.pointer, site: Site, how: tuple[int, int, int, int, int] | int
+) -> SiteState:
+    """The C record of one hooked site; `how` is the executor's decoding of a load's address
+    (the address itself when fixed, else base reg, index reg, scale, disp, mask)."""
     s = SiteState(lane=lane, kind=KIND_CODES.get(site.kind, PYTHON), size=site.size)
     if site.kind == LOAD:
-        m = site.mem
-        if m.fixed is not None:
-            s.fixed = base + m.fixed
+        if isinstance(how, int):
+            s.fixed = how
         else:
-            s.base, s.index, s.scale = m.base or 0, m.index or 0, m.scale
-            s.disp = m.disp
+            s.base, s.index, s.scale, s.disp, _ = how
     elif site.kind == RDPID:
         s.reg = site.reg
     return s

@@ -9,7 +9,7 @@ memory order, so the version the guest sees is never odd.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from functools import lru_cache
+from functools import lru_cache, wraps
 
 from host_model.base import HostStep, HostView, PageWrite, Publish
 from host_model.clock import NS_PER_S, Clock
@@ -78,21 +78,25 @@ def _step(w: PageWrite, publish: tuple[Publish, ...] = ()) -> HostStep:
     return HostStep(f"{w.label} {w.old:#x} -> {w.new:#x}", writes=(w,), publish=publish)
 
 
-# The stores depend only on (vcpu, old, new), and a host republishes the same records at
-# the same logical times across runs, so both protocols reuse their (immutable) steps.
+StoreSequence = Callable[[int, Pvti, Pvti], Iterator[HostStep]]
 
 
+def _reused(protocol: StoreSequence) -> StoreSequence:
+    """`protocol` with its steps kept: they depend only on (vcpu, old, new), and a host
+    republishes the same records at the same logical times across runs (steps are
+    immutable, so sharing them is invisible)."""
+    steps = lru_cache(maxsize=4096)(lambda vcpu, old, new: tuple(protocol(vcpu, old, new)))
+
+    @wraps(protocol)
+    def cached(vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
+        return iter(steps(vcpu, old, new))
+
+    return cached
+
+
+@_reused
 def seqlock_update(vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
     """version = (version + 1) | 1; body; version += 1 — each store a separate step."""
-    return iter(_seqlock_update(vcpu, old, new))
-
-
-@lru_cache(maxsize=4096)
-def _seqlock_update(vcpu: int, old: Pvti, new: Pvti) -> tuple[HostStep, ...]:
-    return tuple(_seqlock_steps(vcpu, old, new))
-
-
-def _seqlock_steps(vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
     odd = old.with_(version=(old.version + 1) | 1)
     yield _step(store(vcpu, "version", old, odd))
     cur = odd
@@ -105,21 +109,13 @@ def _seqlock_steps(vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
     yield _step(store(vcpu, "version", cur, final), (Publish(slot_key(vcpu), final),))
 
 
+@_reused
 def legacy_copy(vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
     """version += 2 in the host's copy, then the whole struct copied field by field in order.
 
     The guest's first visible change is the new, even version; the body follows. A reader
     that sees the same even version twice can still have read a mix of old and new fields.
     """
-    return iter(_legacy_copy(vcpu, old, new))
-
-
-@lru_cache(maxsize=4096)
-def _legacy_copy(vcpu: int, old: Pvti, new: Pvti) -> tuple[HostStep, ...]:
-    return tuple(_legacy_steps(vcpu, old, new))
-
-
-def _legacy_steps(vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
     final = new.with_(version=old.version + 2)
     cur = old
     names = [f.name for f in FIELDS if f.name not in ("pad0", "pad")]
@@ -137,7 +133,7 @@ def republish(
     view: HostView,
     *,
     stable: bool = True,
-    protocol: Callable[[int, Pvti, Pvti], Iterator[HostStep]] = seqlock_update,
+    protocol: StoreSequence = seqlock_update,
 ) -> Iterator[HostStep]:
     """Recompute `vcpu`'s pvti from the clock now and store it with `protocol`, step by
     step; `pvtis[vcpu]` follows what the guest can see as published."""

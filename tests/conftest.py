@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,10 +13,20 @@ import pytest
 from emu.executor import Executor
 from emu.image import BLOBS_DIR
 from emu.scenario import Scenario
+from emu.vdso_dump import read_maps
 
 #: Distribution debug-package vDSOs fetched by hand (never by the tests; CI has none).
 SAMPLES = Path(os.environ.get("VDSOFUZZ_VDSO_SAMPLES", "~/vdso-samples")).expanduser()
 DEBIAN = sorted(SAMPLES.glob("deb-*/vdso*.so")) if SAMPLES.is_dir() else []
+#: For tests of the distribution samples: they run only where the samples are.
+needs_samples = pytest.mark.skipif(
+    not DEBIAN, reason="no distribution vDSO samples here (set VDSOFUZZ_VDSO_SAMPLES)"
+)
+#: For tests that dump this machine's own `[vdso]`.
+needs_running_vdso = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.machine() != "x86_64" or "[vdso]" not in read_maps(),
+    reason="needs a running x86-64 Linux kernel with a vDSO",
+)
 
 _EXECUTORS: dict[tuple, Executor] = {}
 

@@ -9,7 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import DEBIAN
+from conftest import DEBIAN, needs_samples
 
 from emu.alternatives import (
     CPU_CHOICES,
@@ -180,7 +180,7 @@ def test_features_and_default_cpu(tmp_path):
     assert default_cpu(info) == "plain"
 
 
-@pytest.mark.skipif(not DEBIAN, reason="no distribution debug-package vDSO samples here")
+@needs_samples
 @pytest.mark.parametrize("path", DEBIAN, ids=lambda p: f"{p.parent.name}/{p.name}")
 @pytest.mark.parametrize("cpu", CPU_CHOICES)
 def test_debian_debug_vdso(path: Path, cpu: str):

@@ -3,11 +3,10 @@ executor still works (in Python) when it cannot be built."""
 
 from __future__ import annotations
 
-import platform
 import random
 
 import pytest
-from conftest import DEBIAN
+from conftest import DEBIAN, needs_running_vdso, needs_samples
 
 from emu import lane
 from emu.errors import ScheduleError
@@ -18,7 +17,7 @@ from emu.search.hypothesis import Plan
 from emu.search.pct import PctRun
 from emu.search.random import RandomWalk
 from emu.search.replay import Replay
-from emu.vdso_dump import dump_running_vdso, read_maps
+from emu.vdso_dump import dump_running_vdso
 
 IMAGES = [
     "modern",
@@ -98,7 +97,7 @@ def test_hosts_that_park_retune_and_tear_give_the_same_runs(host, params):
         assert a.outcome() == b.outcome(), f"{host} seed {seed}"
 
 
-@pytest.mark.skipif(not DEBIAN, reason="no Debian sample vDSOs (set VDSOFUZZ_VDSO_SAMPLES)")
+@needs_samples
 def test_a_real_vdso_gives_the_same_runs():
     native, python = pair(str(DEBIAN[0]), host="kvm-legacy-copy")
     for seed in range(100):
@@ -230,10 +229,7 @@ def test_random_walk_preempts_at_its_rate():
     assert 0.17 < hits / total < 0.23
 
 
-@pytest.mark.skipif(
-    platform.system() != "Linux" or platform.machine() != "x86_64" or "[vdso]" not in read_maps(),
-    reason="needs a running x86-64 Linux kernel with a vDSO",
-)
+@needs_running_vdso
 @pytest.mark.parametrize("host,timekeeping", [("kvm-legacy-copy", 0), ("kvm", 2)])
 def test_the_running_kernels_vdso_gives_the_same_runs(tmp_path_factory, host, timekeeping):
     dump = dump_running_vdso(tmp_path_factory.mktemp("vdso"))

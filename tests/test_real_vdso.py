@@ -4,11 +4,10 @@ they happen to be present (never required)."""
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 import pytest
-from conftest import DEBIAN
+from conftest import DEBIAN, needs_running_vdso, needs_samples
 
 from emu.abi import ClockGettimeAbi, clock_id
 from emu.campaign import Campaign
@@ -19,18 +18,13 @@ from emu.oracles import judge
 from emu.scenario import Scenario
 from emu.search.base import Default
 from emu.search.random import RandomWalk
-from emu.vdso_dump import dump_running_vdso, read_maps
+from emu.vdso_dump import dump_running_vdso
 from emu.vdso_layout import PROFILE_BY_NAME
 from host_model.base import HostModel
 from host_model.kvm import Kvm
 from host_model.registry import HOSTS
 from host_model.vdso_data import VdsoDataSpec, expected_ns, identity_values, pack_record
 from host_model.writer import legacy_copy, snapshot
-
-running = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.machine() != "x86_64" or "[vdso]" not in read_maps(),
-    reason="needs a running x86-64 Linux kernel with a vDSO",
-)
 
 
 @pytest.fixture(scope="module")
@@ -115,14 +109,14 @@ def test_timespec_abi_reads_64_and_32_bit():
 # --- this machine's vDSO ----------------------------------------------------------------
 
 
-@running
+@needs_running_vdso
 def test_dump_vdso_cli(tmp_path, capsys):
     assert main(["dump-vdso", str(tmp_path / "d")]) == 0
     out = capsys.readouterr().out
     assert "__vdso_clock_gettime" in out and "pvclock@" in out
 
 
-@running
+@needs_running_vdso
 @pytest.mark.parametrize("clock", ["CLOCK_MONOTONIC", "CLOCK_MONOTONIC_RAW", "CLOCK_REALTIME"])
 def test_running_vdso_quiescent_reads_match_formula(dump, clock):
     image = load(dump)
@@ -131,7 +125,7 @@ def test_running_vdso_quiescent_reads_match_formula(dump, clock):
     _quiescent(str(dump), image, clock)
 
 
-@running
+@needs_running_vdso
 def test_running_vdso_kvm_has_no_violation(dump):
     sc = Scenario(image=str(dump), host="kvm", host_params={"updates": 2}, vcpus=2, reads=2)
     camp = Campaign(sc)
@@ -143,7 +137,7 @@ def test_running_vdso_kvm_has_no_violation(dump):
     assert outcomes == {"value"}
 
 
-@running
+@needs_running_vdso
 def test_running_vdso_legacy_copy_is_caught(dump, legacy_host):
     params = {"updates": 2}
     if any(p.name == "park" for p in legacy_host.params):
@@ -154,7 +148,7 @@ def test_running_vdso_legacy_copy_is_caught(dump, legacy_host):
     assert out.finding.oracle in ("consistent", "monotonic")
 
 
-@running
+@needs_running_vdso
 def test_stripped_vdso_without_profile_exits_2(dump, tmp_path, capsys):
     data = (dump / "vdso.so").read_bytes()
     bad = tmp_path / "noversion.so"
@@ -168,7 +162,7 @@ def test_stripped_vdso_without_profile_exits_2(dump, tmp_path, capsys):
 # --- distribution images, when present (checked by hand; CI has none) -------------------
 
 
-@pytest.mark.skipif(not DEBIAN, reason="no distribution vDSO samples here (VDSOFUZZ_VDSO_SAMPLES)")
+@needs_samples
 @pytest.mark.parametrize("path", DEBIAN, ids=lambda p: f"{p.parent.name}/{p.name}")
 @pytest.mark.parametrize("cpu", ["rdtscp", "lfence", "plain"])
 def test_debian_images_quiescent(path, cpu):

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import needs_running_vdso
 
 from emu.vdso_dump import (
     DUMP_FORMAT,
@@ -23,10 +24,7 @@ from emu.vdso_dump import (
 )
 from emu.vdso_layout import PVTI_SLOT, VdsoLayoutError, decode_struct
 
-pytestmark = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.machine() != "x86_64" or "[vdso]" not in read_maps(),
-    reason="needs a running x86-64 Linux kernel with a vDSO",
-)
+pytestmark = needs_running_vdso
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DEBIAN
+from conftest import DEBIAN, needs_samples
 
 from emu.vdso_dump import probe_read, read_maps
 from emu.vdso_layout import (
@@ -142,7 +142,7 @@ def test_parse_release_and_profile_ranges():
     assert select_profile((99, 0, 0))[0] is PROFILES[-1]
 
 
-@pytest.mark.skipif(not DEBIAN, reason="no distribution debug-package vDSO samples here")
+@needs_samples
 @pytest.mark.parametrize("path", DEBIAN, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_debian_debug_vdso_dwarf_agrees_with_profile(path: Path):
     layout = analyze(path)
