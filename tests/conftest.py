@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from emu.executor import Executor
-from emu.image import BLOBS_DIR
-from emu.scenario import Scenario
-from emu.vdso_dump import read_maps
+from emu.engine.executor import Executor
+from emu.engine.scenario import Scenario
+from emu.image.dump import read_maps
+from emu.image.loader import BLOBS_DIR
 
 #: Distribution debug-package vDSOs fetched by hand (never by the tests; CI has none).
 SAMPLES = Path(os.environ.get("VDSOFUZZ_VDSO_SAMPLES", "~/vdso-samples")).expanduser()

@@ -1,4 +1,4 @@
-"""emu.alternatives against real images: the running kernel's vDSO (which the kernel has
+"""emu.image.alternatives against real images: the running kernel's vDSO (which the kernel has
 already patched for this CPU) and, when present outside the repo, Debian debug vDSOs."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import DEBIAN, needs_samples
 
-from emu.alternatives import (
+from emu.image.alternatives import (
     CPU_CHOICES,
     P6_NOPS,
     AltError,
@@ -23,8 +23,8 @@ from emu.alternatives import (
     parse_altinstructions,
     site_states,
 )
-from emu.vdso_dump import read_maps
-from emu.vdso_layout import elf_facts
+from emu.image.dump import read_maps
+from emu.image.layout import elf_facts
 
 RDTSC = b"\x0f\x31"
 TSC_NAMES = {"X86_FEATURE_RDTSCP", "X86_FEATURE_LFENCE_RDTSC"}

@@ -7,10 +7,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from emu import catalog
-from emu.catalog import CatalogError, Result
 from emu.cli import main
-from emu.image import load as load_image
+from emu.image.loader import load as load_image
+from emu.search import catalog
+from emu.search.catalog import CatalogError, Result
 from host_model.registry import HOSTS
 
 ENTRIES = catalog.load()
@@ -268,7 +268,7 @@ def test_fuzz_cli_takes_the_machine_options(tmp_path, capsys):
 
 
 def test_every_bundled_build_gets_its_home_verdict():
-    from emu.image import manifest
+    from emu.image.loader import manifest
 
     homes = catalog.homes()
     images = manifest()["images"]

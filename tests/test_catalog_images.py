@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from emu.campaign import Campaign
-from emu.disasm import listing
-from emu.executor import Executor
-from emu.image import load, manifest
-from emu.scenario import Scenario
-from emu.search.base import Default
+from emu.engine.executor import Executor
+from emu.engine.scenario import Scenario
+from emu.engine.scheduler import Default
+from emu.image.loader import load, manifest
+from emu.report.disasm import listing
+from emu.search.fuzz import Campaign
 
 ENTRIES = manifest()["images"]
 PV_READERS = [e["name"] for e in ENTRIES if e["reader"] != "hyperv"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emu.decode import capstone_for
-from emu.search.base import Default
+from emu.engine.decode import capstone_for
+from emu.engine.scheduler import Default
 from emu.search.random import RandomWalk
 from emu.search.replay import Replay
 from host_model.pvti import pvclock_ns

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from conftest import build_reader
 
-from emu.executor import Executor
+from emu.engine.executor import Executor
+from emu.engine.scenario import Scenario
+from emu.engine.scheduler import Default
 from emu.oracles import judge
-from emu.scenario import Scenario
-from emu.search.base import Default
 
 READERS = {
     "null-deref": "unsigned long long vdsofuzz_read(void) "
@@ -42,7 +42,7 @@ def test_guest_failure_is_a_violation(tmp_path, name, oracle):
 def test_a_hang_is_a_stretch_without_visible_operations(make_executor, monkeypatch):
     """The instruction limit counts from the last visible operation, not from the engine
     call: a run that needs more instructions in total than the limit is not a hang."""
-    import emu.executor as executor
+    import emu.engine.executor as executor
     from emu.search.random import RandomWalk
 
     ex = make_executor("modern", host_params={"updates": 2})
@@ -56,7 +56,7 @@ def test_a_hang_is_a_stretch_without_visible_operations(make_executor, monkeypat
 
 
 def test_a_small_limit_still_catches_a_hang(tmp_path, monkeypatch):
-    import emu.executor as executor
+    import emu.engine.executor as executor
 
     monkeypatch.setattr(executor, "INSNS", 60)
     path = build_reader(tmp_path, "spin", READERS["spin"])

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from emu.executor import Executor
+from emu.engine.executor import Executor
+from emu.engine.scenario import Scenario
+from emu.engine.scheduler import Default
 from emu.oracles import judge
-from emu.scenario import Scenario
-from emu.search.base import Default
 from host_model import hyperv
 from host_model.base import HostStep, HostView
 from host_model.clock import Clock

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from emu.errors import ImageError
-from emu.image import load, manifest
+from emu.image.loader import load, manifest
 
 
 def test_bundled_alias_resolves_to_the_gcc_O2_x86_64_build():

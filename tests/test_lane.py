@@ -8,16 +8,16 @@ import random
 import pytest
 from conftest import DEBIAN, needs_running_vdso, needs_samples
 
-from emu import lane
+from emu.engine import lane
+from emu.engine.executor import Executor
+from emu.engine.scenario import Scenario
+from emu.engine.scheduler import Default
 from emu.errors import ScheduleError
-from emu.executor import Executor
-from emu.scenario import Scenario
-from emu.search.base import Default
+from emu.image.dump import dump_running_vdso
 from emu.search.hypothesis import Plan
 from emu.search.pct import PctRun
 from emu.search.random import RandomWalk
 from emu.search.replay import Replay
-from emu.vdso_dump import dump_running_vdso
 
 IMAGES = [
     "modern",

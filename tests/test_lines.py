@@ -6,12 +6,12 @@ from pathlib import Path
 
 from conftest import build_reader
 
-from emu.executor import Executor
-from emu.image import load
-from emu.lines import read_lines
-from emu.scenario import Scenario
-from emu.schedule import Schedule
-from emu.trace import trace
+from emu.engine.executor import Executor
+from emu.engine.scenario import Scenario
+from emu.image.lines import read_lines
+from emu.image.loader import load
+from emu.report.trace import trace
+from emu.search.schedule import Schedule
 
 SRC = """
 extern volatile unsigned int pvclock_page[] __attribute__((visibility("hidden")));

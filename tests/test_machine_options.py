@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from emu.campaign import Campaign
-from emu.executor import Executor
-from emu.scenario import Scenario
+from emu.engine.executor import Executor
+from emu.engine.scenario import Scenario
+from emu.search.fuzz import Campaign
 from emu.search.random import RandomWalk
 from emu.search.replay import Replay
 

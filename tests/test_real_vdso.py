@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 from conftest import DEBIAN, needs_running_vdso, needs_samples
 
-from emu.abi import ClockGettimeAbi, clock_id
-from emu.campaign import Campaign
 from emu.cli import main
-from emu.executor import Executor
-from emu.image import load
+from emu.engine.executor import Executor
+from emu.engine.scenario import Scenario
+from emu.engine.scheduler import Default
+from emu.image.abi import ClockGettimeAbi, clock_id
+from emu.image.dump import dump_running_vdso
+from emu.image.layout import PROFILE_BY_NAME
+from emu.image.loader import load
 from emu.oracles import judge
-from emu.scenario import Scenario
-from emu.search.base import Default
+from emu.search.fuzz import Campaign
 from emu.search.random import RandomWalk
-from emu.vdso_dump import dump_running_vdso
-from emu.vdso_layout import PROFILE_BY_NAME
 from host_model.base import HostModel
 from host_model.kvm import Kvm
 from host_model.registry import HOSTS
@@ -174,10 +174,10 @@ def test_debian_images_quiescent(path, cpu):
 def test_dump_with_a_real_pvti_seeds_the_model_clock(dump):
     import json
 
-    from emu.executor import Executor
-    from emu.image import load as load_image
-    from emu.scenario import Scenario
-    from emu.search.base import Default
+    from emu.engine.executor import Executor
+    from emu.engine.scenario import Scenario
+    from emu.engine.scheduler import Default
+    from emu.image.loader import load as load_image
     from host_model.clock import BOOT_NS, hz_of
 
     image = load_image(dump)
@@ -198,9 +198,9 @@ def test_dump_with_a_real_pvti_seeds_the_model_clock(dump):
 
 
 def test_running_vdso_falls_back_to_the_syscall_without_the_stable_bit(dump):
-    from emu.executor import Executor
-    from emu.scenario import Scenario
-    from emu.search.base import Default
+    from emu.engine.executor import Executor
+    from emu.engine.scenario import Scenario
+    from emu.engine.scheduler import Default
 
     params = {"masterclock": 0, "boot_masterclock": 0}  # no master clock, ever: not stable
     sc = Scenario(image=str(dump), host="kvm-masterclock", host_params=params, vcpus=1, reads=2)
@@ -215,10 +215,10 @@ def test_running_vdso_falls_back_to_the_syscall_without_the_stable_bit(dump):
 def test_guest_timekeeping_updates_pass_and_a_seqless_writer_is_caught(dump, monkeypatch):
     from functools import partial
 
-    import emu.executor
-    from emu.campaign import Campaign
-    from emu.executor import Executor
-    from emu.scenario import Scenario
+    import emu.engine.executor
+    from emu.engine.executor import Executor
+    from emu.engine.scenario import Scenario
+    from emu.search.fuzz import Campaign
     from emu.search.random import RandomWalk
     from host_model import vdso_data
 
@@ -231,15 +231,17 @@ def test_guest_timekeeping_updates_pass_and_a_seqless_writer_is_caught(dump, mon
         moved += any("cycle_last" in e.step.label for e in run.host)
     assert moved > 100, "the timekeeping updates happen in most runs"
     # The same writer without its seqlock: a reader can mix two anchors.
-    monkeypatch.setattr(emu.executor, "timekeeping", partial(vdso_data.timekeeping, bump_seq=False))
+    monkeypatch.setattr(
+        emu.engine.executor, "timekeeping", partial(vdso_data.timekeeping, bump_seq=False)
+    )
     out = Campaign(sc).fuzz(strategy="random", seed=0, max_schedules=3000)
     assert out.finding is not None and out.finding.oracle == "consistent"
 
 
 def test_timekeeping_needs_a_real_vdso():
+    from emu.engine.executor import Executor
+    from emu.engine.scenario import Scenario
     from emu.errors import UsageError
-    from emu.executor import Executor
-    from emu.scenario import Scenario
 
     with pytest.raises(UsageError, match="needs a real vDSO"):
         Executor(Scenario(image="modern", timekeeping=1))

@@ -8,12 +8,12 @@ import random
 
 import pytest
 
-from emu.campaign import STRATEGIES, Campaign
 from emu.cli import main
-from emu.executor import Executor
-from emu.scenario import Scenario
-from emu.search.base import Default
+from emu.engine.executor import Executor
+from emu.engine.scenario import Scenario
+from emu.engine.scheduler import Default
 from emu.search.exhaustive import ExhaustiveStrategy, Walk
+from emu.search.fuzz import STRATEGIES, Campaign
 from emu.search.pct import PctRun, PctStrategy, guarantee
 from emu.search.random import RandomStrategy
 from emu.search.strategy import Result, is_agent_point
@@ -292,7 +292,7 @@ def test_cli_pct_with_depth(capsys, tmp_path):
 
 
 def test_point_info_host_commutes_only_with_disjoint_loads():
-    from emu.search.base import PointInfo
+    from emu.engine.scheduler import PointInfo
 
     load = ("load", 0x1000, 4)
     assert PointInfo("t0", load, ((0x1008, 0x1010),)).host_commutes()
@@ -302,7 +302,7 @@ def test_point_info_host_commutes_only_with_disjoint_loads():
 
 
 def test_executor_tells_an_info_scheduler_the_pending_load_and_the_host_writes():
-    from emu.search.base import PointInfo
+    from emu.engine.scheduler import PointInfo
 
     c = campaign("modern", host="kvm", reads=1)
     lo, hi = c.executor.shared

@@ -1,4 +1,4 @@
-"""emu.vdso_dump / tools/dump_vdso.py on this machine: dump the running vDSO, its clock
+"""emu.image.dump / tools/dump_vdso.py on this machine: dump the running vDSO, its clock
 pages and (on a kvm-clock guest) the real pvti, then load the dump back as an image."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import needs_running_vdso
 
-from emu.vdso_dump import (
+from emu.image.dump import (
     DUMP_FORMAT,
     dump_meta,
     dump_pages,
@@ -22,7 +22,7 @@ from emu.vdso_dump import (
     probe_read,
     read_maps,
 )
-from emu.vdso_layout import PVTI_SLOT, VdsoLayoutError, decode_struct
+from emu.image.layout import PVTI_SLOT, VdsoLayoutError, decode_struct
 
 pytestmark = needs_running_vdso
 

@@ -1,4 +1,4 @@
-"""emu.vdso_layout against real images: the running kernel's vDSO (read from this process at
+"""emu.image.layout against real images: the running kernel's vDSO (read from this process at
 test time) and, when present outside the repo, Debian kernel debug-package vDSOs."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import DEBIAN, needs_samples
 
-from emu.vdso_dump import probe_read, read_maps
-from emu.vdso_layout import (
+from emu.image.dump import probe_read, read_maps
+from emu.image.layout import (
     CLOCK_IDS,
     PAGE_SIZE,
     PROFILES,

@@ -44,14 +44,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from emu import lane  # noqa: E402
-from emu.campaign import STRATEGIES, Campaign  # noqa: E402
+from emu.engine import lane  # noqa: E402
+from emu.engine.executor import Executor  # noqa: E402
+from emu.engine.scenario import Scenario  # noqa: E402
+from emu.engine.scheduler import Default  # noqa: E402
 from emu.errors import ImageError  # noqa: E402
-from emu.executor import Executor  # noqa: E402
-from emu.image import manifest  # noqa: E402
+from emu.image.loader import manifest  # noqa: E402
 from emu.oracles import judge  # noqa: E402
-from emu.scenario import Scenario  # noqa: E402
-from emu.search.base import Default  # noqa: E402
+from emu.search.fuzz import STRATEGIES, Campaign  # noqa: E402
 from emu.search.random import RandomWalk  # noqa: E402
 from host_model.base import HostView  # noqa: E402
 from host_model.clock import Clock  # noqa: E402
@@ -112,7 +112,7 @@ def catalog_bugs() -> list[dict[str, Any]]:
     image of the manifest the catalog does not cover (with the setup of BUG_SETUPS)."""
     out: list[dict[str, Any]] = []
     try:
-        from emu import catalog
+        from emu.search import catalog
 
         entries = [e for e in catalog.load() if e.expect == catalog.VIOLATION]
     except Exception:  # no catalog yet, or a malformed one: fall back to the manifest

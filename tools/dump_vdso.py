@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from emu.errors import UsageError  # noqa: E402
-from emu.vdso_dump import dump_meta, dump_running_vdso  # noqa: E402
+from emu.image.dump import dump_meta, dump_running_vdso  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

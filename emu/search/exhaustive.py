@@ -38,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from emu.search.base import PointInfo
+from emu.engine.scheduler import PointInfo
 from emu.search.strategy import HOST, RunOne, is_agent_point, is_task
 
 

@@ -20,7 +20,7 @@ from hypothesis import seed as hseed
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from emu.search.base import Default, next_point
+from emu.engine.scheduler import Default, next_point
 from emu.search.strategy import RunOne
 
 #: The label of the `target()` observation.

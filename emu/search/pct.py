@@ -22,7 +22,7 @@ import random
 from fractions import Fraction
 from typing import Any
 
-from emu.search.base import Default, next_point
+from emu.engine.scheduler import Default, next_point
 from emu.search.strategy import RunOne, is_agent_point
 
 #: Consecutive choices of one label after which a rotated default is taken as a yield.

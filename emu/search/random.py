@@ -6,7 +6,7 @@ import math
 import random
 from typing import Any
 
-from emu.search.base import NEVER
+from emu.engine.scheduler import NEVER
 from emu.search.strategy import RunOne
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from emu.engine.scheduler import next_point
 from emu.errors import ScheduleError
-from emu.search.base import next_point
 
 
 class Replay:

@@ -1,6 +1,6 @@
 """Search strategies: drivers that hand the campaign one `Scheduler` per run.
 
-A `Scheduler` (emu.search.base) makes the choices of one run; a `Strategy` decides which
+A `Scheduler` (emu.engine.scheduler) makes the choices of one run; a `Strategy` decides which
 schedulers to try, in what order, and when to stop, like Shuttle's `Scheduler` trait with
 its `new_execution`. Every strategy has the same entry point, `explore(run_one, budget)`:
 it calls `run_one(scheduler)` once per run and gets back a `Result`; it stops when a result
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from emu.search.base import Scheduler
+from emu.engine.scheduler import Scheduler
 
 HOST = "host"
 _TASK = re.compile(r"t\d+$")

@@ -210,7 +210,7 @@ def parse_altinstructions(
     if alt is None or alt["sh_size"] == 0:
         return None
     if kernel_version is None and use_note:
-        from emu.vdso_layout import elf_facts
+        from emu.image.layout import elf_facts
 
         kernel_version = elf_facts(data).kernel_version
     repl = elf.get_section_by_name(".altinstr_replacement")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emu.run import FAULT, HANG, VALUE, Read, Run
-from emu.scenario import Scenario
+from emu.engine.run import FAULT, HANG, VALUE, Read, Run
+from emu.engine.scenario import Scenario
 
 
 @dataclass(frozen=True)

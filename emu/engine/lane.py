@@ -24,7 +24,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-from emu.decode import FENCE, LOAD, RDPID, TSC, TSCP, Site
+from emu.engine.decode import FENCE, LOAD, RDPID, TSC, TSCP, Site
 
 SOURCE = Path(__file__).with_name("lane.c")
 #: Site kinds as lane.c numbers them; anything else (syscalls) always goes to Python.

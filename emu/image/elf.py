@@ -1,7 +1,7 @@
 """ELF reading: an x86 ELF's arch, loadable segments, symbols and code ranges; the Image record.
 
-Both kinds of image — project blobs and real kernel vDSOs — are read here; `emu.image` and
-`emu.realvdso` decide what the pieces mean.
+Both kinds of image — project blobs and real kernel vDSOs — are read here; `emu.image.loader` and
+`emu.image.realvdso` decide what the pieces mean.
 """
 
 from __future__ import annotations

@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from emu.engine.scenario import ORACLES, Scenario
 from emu.errors import ScheduleError, UsageError
-from emu.scenario import ORACLES, Scenario
 
-CATALOG = Path(__file__).resolve().parent.parent / "vdso_blobs" / "catalog.json"
+CATALOG = Path(__file__).resolve().parents[2] / "vdso_blobs" / "catalog.json"
 FORMAT = "vdsofuzz-catalog/1"
 PASS, VIOLATION, ERROR = "pass", "violation", "error"
 #: Reference readers by page family: the current kernel's pvclock reader, the Hyper-V one.
@@ -169,7 +169,7 @@ def parse(data: Any, *, source: str = "catalog") -> list[Entry]:
             raise CatalogError(f"{source}: {name}: no image")
         strategies = row.get("strategy", "hypothesis")
         strategies = (strategies,) if isinstance(strategies, str) else tuple(strategies)
-        from emu.campaign import STRATEGIES
+        from emu.search.fuzz import STRATEGIES
 
         unknown = [s for s in strategies if s not in STRATEGIES]
         if unknown or not strategies:
@@ -226,8 +226,8 @@ def family(image: str) -> str:
     """Which clock page a reader uses: run it once with no preemption and look.
 
     Returns "pvclock" or "hvclock" (whichever it loaded from; pvclock when both)."""
-    from emu.executor import Executor
-    from emu.search.base import Default
+    from emu.engine.executor import Executor
+    from emu.engine.scheduler import Default
 
     for host in ("kvm", "hyperv"):
         run = Executor(Scenario(image=image, host=host, vcpus=1, reads=1)).run(Default())
@@ -277,7 +277,7 @@ def for_builds(entries: Iterable[Entry], home: dict[str, str], schedules: int) -
     seeded bug is expected to break an oracle (any: another compiler may break it another
     way) unless the manifest says that build does not contain the bug.
     """
-    from emu.image import manifest
+    from emu.image.loader import manifest
 
     by_name = {e.name: e for e in entries}
     out = []
@@ -320,7 +320,7 @@ def finding_path(out: Path, name: str) -> Path:
 
 def run_entry(entry: Entry, out: Path | None) -> Result:
     """Fuzz one entry with its budget; save the finding (if any) under `out`."""
-    from emu.campaign import Campaign
+    from emu.search.fuzz import Campaign
 
     sc = entry.scenario
     res = Result(

@@ -3,7 +3,7 @@
 An image is position independent and expects the clock pages at fixed negative offsets
 from its load base, given by absolute symbols (`pvclock_page`, `hvclock_page`, ...), as
 real vDSOs do. Names resolve through `vdso_blobs/manifest.json`; real kernel vDSOs and
-`dump-vdso` directories are handed to `emu.realvdso`.
+`dump-vdso` directories are handed to `emu.image.realvdso`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from emu.elf import Image, read_elf
 from emu.errors import ImageError
-from emu.realvdso import is_vdso, load_dump_dir, load_real
+from emu.image.elf import Image, read_elf
+from emu.image.realvdso import is_vdso, load_dump_dir, load_real
 
-BLOBS_DIR = Path(__file__).resolve().parent.parent / "vdso_blobs"
+BLOBS_DIR = Path(__file__).resolve().parents[2] / "vdso_blobs"
 MANIFEST = BLOBS_DIR / "manifest.json"
 #: The entry point of project-built readers: `uint64_t vdsofuzz_read(void)`.
 BLOB_ENTRY = "vdsofuzz_read"
@@ -76,7 +76,7 @@ def parse(
 ) -> Image:
     """Parse ELF bytes into an Image; every failure is an ImageError naming the cause.
     A real vDSO (no `vdsofuzz_read`, exports `__vdso_clock_gettime`) goes through
-    `emu.realvdso` (layout analysis, alternatives for `cpu`)."""
+    `emu.image.realvdso` (layout analysis, alternatives for `cpu`)."""
     elf = read_elf(data, name)
     symbols = elf.symbols
     if BLOB_ENTRY not in symbols:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emu.engine.scenario import Scenario
 from emu.errors import ScheduleError
-from emu.scenario import Scenario
 
 FORMAT = "vdsofuzz-schedule/1"
 

@@ -1,6 +1,6 @@
 """Real kernel vDSO images (`vdso64.so`/`vdso32.so`, or a `dump-vdso` directory) as Images.
 
-The layout (pages, `vdso_data` shape) comes from `emu.vdso_layout`; `.altinstructions` are
+The layout (pages, `vdso_data` shape) comes from `emu.image.layout`; `.altinstructions` are
 applied for the chosen `--cpu`; the entry is `__vdso_clock_gettime` (i386:
 `__vdso_clock_gettime64` when present) called by `emu.abi.ClockGettimeAbi`; the host side
 fills `vdso_data` through `host_model.vdso_data` so the pvclock path is taken.
@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from emu.alternatives import CPU_CHOICES, apply_alternatives, default_cpu
-from emu.elf import Image, read_elf
 from emu.errors import ImageError
-from emu.vdso_layout import CS_HRES_COARSE, CS_RAW, VdsoLayout, analyze
+from emu.image.alternatives import CPU_CHOICES, apply_alternatives, default_cpu
+from emu.image.elf import Image, read_elf
+from emu.image.layout import CS_HRES_COARSE, CS_RAW, VdsoLayout, analyze
 from host_model.clock import Seed, hz_of
 from host_model.vdso_data import VdsoDataSpec
 
@@ -105,7 +105,7 @@ def load_real(
 def load_dump_dir(directory: Path, *, name: str, cpu: str | None = None):
     """A `vdsofuzz dump-vdso` directory -> Image (the running kernel already patched the
     alternatives; re-applying them for `cpu` keeps or refuses the kernel's choice)."""
-    from emu.vdso_dump import load_dump
+    from emu.image.dump import load_dump
 
     data, layout = load_dump(directory)
     image = load_real(data, name=name, path=directory, cpu=cpu, layout=layout)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from emu.decode import LOAD, capstone_for, scan
-from emu.elf import PAGE, Image
-from emu.executor import Executor
-from emu.scenario import Scenario
-from emu.search.base import Default
+from emu.engine.decode import LOAD, capstone_for, scan
+from emu.engine.executor import Executor
+from emu.engine.scenario import Scenario
+from emu.engine.scheduler import Default
+from emu.image.elf import PAGE, Image
 from host_model.pages import describe
 
 

@@ -8,13 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emu.executor import Executor
+from emu.engine.executor import Executor
+from emu.engine.run import Run
+from emu.engine.scenario import Scenario
+from emu.engine.scheduler import Scheduler
 from emu.oracles import Violation, judge
-from emu.run import Run
-from emu.scenario import Scenario
-from emu.schedule import Finding, Schedule
-from emu.search.base import Scheduler
 from emu.search.replay import Replay
+from emu.search.schedule import Finding, Schedule
 from emu.search.shrink import shrink
 from emu.search.strategy import Result, Strategy
 

@@ -15,7 +15,7 @@ import capstone
 from capstone import x86_const as cx
 from unicorn import x86_const as ux
 
-from emu.elf import Image
+from emu.image.elf import Image
 
 LOAD, TSC, TSCP, RDPID, SYSCALL, FENCE = "load", "rdtsc", "rdtscp", "rdpid", "syscall", "fence"
 _KIND = {

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emu.alternatives import default_cpu, site_states
-from emu.vdso_layout import (
+from emu.image.alternatives import default_cpu, site_states
+from emu.image.layout import (
     PAGE_SIZE,
     PVTI_SLOT,
     VdsoLayout,

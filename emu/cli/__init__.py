@@ -35,7 +35,7 @@ def _params(items: list[str]) -> dict[str, Any]:
 
 
 def _scenario(args: argparse.Namespace):
-    from emu.scenario import Scenario
+    from emu.engine.scenario import Scenario
 
     return Scenario(
         image=args.image,
@@ -70,8 +70,8 @@ def _strategy_detail(args: argparse.Namespace) -> str:
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
-    from emu.campaign import Campaign
-    from emu.trace import trace
+    from emu.report.trace import trace
+    from emu.search.fuzz import Campaign
 
     scenario = _scenario(args)
     campaign = Campaign(scenario)
@@ -85,7 +85,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             + _strategy_detail(args)
         )
     if not campaign.executor.native:
-        from emu import lane
+        from emu.engine import lane
 
         if not lane.turned_off():
             print(
@@ -148,9 +148,9 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 
 
 def _load_schedule(path: Path):
-    from emu.executor import Executor
-    from emu.image import load
-    from emu.schedule import load_file
+    from emu.engine.executor import Executor
+    from emu.image.loader import load
+    from emu.search.schedule import load_file
 
     schedule, violation = load_file(path)
     image = load(schedule.scenario.image, cpu=schedule.scenario.cpu or None)
@@ -211,7 +211,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from emu.trace import trace
+    from emu.report.trace import trace
 
     schedule, _, executor = _load_schedule(args.file)
     tr = trace(schedule, executor)
@@ -220,7 +220,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    from emu.image import manifest
+    from emu.image.loader import manifest
 
     man = manifest()
     rows = man.get("images", [])
@@ -241,16 +241,16 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def cmd_disasm(args: argparse.Namespace) -> int:
-    from emu.disasm import listing
-    from emu.image import load
+    from emu.image.loader import load
+    from emu.report.disasm import listing
 
     sys.stdout.write(listing(load(args.image, cpu=args.cpu), args.host))
     return 0
 
 
 def cmd_dump_vdso(args: argparse.Namespace) -> int:
-    from emu.image import load
-    from emu.vdso_dump import dump_running_vdso
+    from emu.image.dump import dump_running_vdso
+    from emu.image.loader import load
 
     dest = dump_running_vdso(args.dir)
     image = load(dest, cpu=args.cpu)
@@ -266,7 +266,7 @@ def cmd_dump_vdso(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from emu import catalog
+    from emu.search import catalog
 
     entries = catalog.load(args.catalog)
     if args.image and args.builds:
@@ -338,7 +338,7 @@ def _real_vdso_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    from emu.campaign import STRATEGIES
+    from emu.search.fuzz import STRATEGIES
 
     p = argparse.ArgumentParser(
         prog="vdsofuzz",

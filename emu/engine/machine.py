@@ -26,7 +26,7 @@ from unicorn import (
 from unicorn import x86_const as ux
 from unicorn.unicorn_py3 import unicorn as _ucmod
 
-from emu.elf import PAGE, Image
+from emu.image.elf import PAGE, Image
 
 IMAGE_BASE = 0x4000_0000
 STACK_BASE = 0x6000_0000
@@ -84,7 +84,7 @@ class Machine:
     """Unicorn plumbing for one image: memory, stacks, register access, entry contexts."""
 
     def __init__(self, image: Image, tasks: int, clock: str | int = "CLOCK_MONOTONIC") -> None:
-        from emu.abi import make_abi
+        from emu.image.abi import make_abi
 
         self.image = image
         self.abi = make_abi(image, EXIT_ADDR, clock)

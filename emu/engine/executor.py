@@ -1,7 +1,7 @@
 """Runs a scenario under a scheduler: the vCPU tasks, the host, and the decision points.
 
 Fast mode lets Unicorn run the guest natively and calls Python only at hooked sites (see
-`emu.decode`); stepping mode executes one instruction per engine call and reports each
+`emu.engine.decode`); stepping mode executes one instruction per engine call and reports each
 to an observer, for traces. Both make the same decisions at the same visible operations,
 so they produce the same run.
 """
@@ -17,14 +17,14 @@ from itertools import chain
 from unicorn import UC_HOOK_MEM_READ, UcError
 from unicorn import x86_const as ux
 
-from emu import decode, lane
-from emu.decode import FENCE, LOAD, RDPID, SYSCALL, TSC, TSCP, Site
-from emu.elf import Image
+from emu.engine import decode, lane
+from emu.engine.decode import FENCE, LOAD, RDPID, SYSCALL, TSC, TSCP, Site
+from emu.engine.machine import EXIT_ADDR, Machine
+from emu.engine.run import DECLINED, FALLBACK, FAULT, HANG, VALUE, HostEvent, Op, Read, Run
+from emu.engine.scenario import Scenario
+from emu.engine.scheduler import PointInfo, Scheduler
 from emu.errors import UsageError
-from emu.machine import EXIT_ADDR, Machine
-from emu.run import DECLINED, FALLBACK, FAULT, HANG, VALUE, HostEvent, Op, Read, Run
-from emu.scenario import Scenario
-from emu.search.base import PointInfo, Scheduler
+from emu.image.elf import Image
 from host_model.base import HostModel, HostStep, HostView
 from host_model.clock import NS_PER_STEP, Clock
 from host_model.pvti import PVTI_SLOT, U64_MAX
@@ -43,7 +43,7 @@ INSNS = 1_000_000
 MIGRATIONS = 64
 #: How many steps back a speculative `rdtsc` may be taken (`--speculative-tsc`).
 SPECULATION = 16
-#: Words of the native lane's state the executor sets and reads (emu/lane.py).
+#: Words of the native lane's state the executor sets and reads (emu/engine/lane.py).
 BUDGET, FREE, T, VCPU = (lane.WORD[f] for f in ("budget", "free", "t", "vcpu"))
 SEG_START, SEG_TSC, SEG_HZ, N = (lane.WORD[f] for f in ("seg_start", "seg_tsc", "seg_hz", "n"))
 
@@ -118,8 +118,8 @@ class Executor:
         self, scenario: Scenario, image: Image | None = None, *, native: bool = True
     ) -> None:
         """`native=False` runs every visible operation in Python, even when the native
-        lane (emu/lane.py) is available: the reference the lane is tested against."""
-        from emu.image import load
+        lane (emu/engine/lane.py) is available: the reference the lane is tested against."""
+        from emu.image.loader import load
 
         self.scenario = scenario
         self.image = image if image is not None else load(scenario.image, cpu=scenario.cpu or None)
@@ -160,7 +160,7 @@ class Executor:
         self._images: dict[int, tuple[HostStep, tuple[bytes, HostStep]]] = {}
 
     def _start_lane(self) -> lane.LaneState | None:
-        """Hook every site with the native lane (emu/lane.py), or return None without it."""
+        """Hook every site with the native lane (emu/engine/lane.py), or return None without it."""
         lib = lane.library()
         if lib is None:
             return None

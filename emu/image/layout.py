@@ -7,7 +7,7 @@ the image base and how the structures in them are laid out, from the best source
    `hvclock_page`, `timens_page`, 6.15+ `vdso_u_data`/`vdso_u_time_data`/...) and its DWARF
    (`struct vdso_data`, its 6.15+ successors `vdso_time_data`/`vdso_clock`,
    `struct pvclock_vcpu_time_info`, `enum vdso_clock_mode`) -- source "dwarf";
-2. the mappings recorded by `vdsofuzz dump-vdso` -- source "dump" (see `emu.vdso_dump`);
+2. the mappings recorded by `vdsofuzz dump-vdso` -- source "dump" (see `emu.image.dump`);
 3. a built-in `LayoutProfile` for the kernel family, chosen from the kernel version the
    image carries in its `.note` (`Linux` note type 0 = LINUX_VERSION_CODE) -- source "profile".
 

@@ -11,13 +11,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from emu.decode import capstone_for
-from emu.executor import Executor
-from emu.lines import read_lines
+from emu.engine.decode import capstone_for
+from emu.engine.executor import Executor
+from emu.engine.run import HostEvent, Op, Read, Run
+from emu.image.lines import read_lines
 from emu.oracles import Violation, judge
-from emu.run import HostEvent, Op, Read, Run
-from emu.schedule import Schedule
 from emu.search.replay import Replay
+from emu.search.schedule import Schedule
 from host_model.pages import describe
 
 

@@ -1,0 +1,1 @@
+"""Reports: instruction traces and disassembly for people, machine-readable forms for tools."""
