@@ -21,18 +21,14 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+from host_model.abi import HV_FIELDS, HV_FORMAT
 from host_model.base import HostModel, HostStep, HostView, PageWrite, Param, Publish, TscChange
 from host_model.clock import Clock
 from host_model.pvti import MASK64
 
 PAGE = "hvclock"
-#: (offset, size, name) of the page's fields, in memory order.
-FIELDS: tuple[tuple[int, int, str], ...] = (
-    (0, 4, "tsc_sequence"),
-    (4, 4, "reserved0"),
-    (8, 8, "tsc_scale"),
-    (16, 8, "tsc_offset"),
-)
+#: (offset, size, name) of the page's fields, in memory order (layout: `host_model.abi`).
+FIELDS: tuple[tuple[int, int, str], ...] = tuple((f.offset, f.size, f.name) for f in HV_FIELDS)
 HV_UNITS_PER_S = 10_000_000
 INVALID_SEQUENCE = 0
 
@@ -59,7 +55,7 @@ class HvTsc:
 
     def pack(self) -> bytes:
         return struct.pack(
-            "<IIQq", self.tsc_sequence & 0xFFFFFFFF, 0, self.tsc_scale & MASK64, self.tsc_offset
+            HV_FORMAT, self.tsc_sequence & 0xFFFFFFFF, 0, self.tsc_scale & MASK64, self.tsc_offset
         )
 
     def field_bytes(self, name: str) -> bytes:

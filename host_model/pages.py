@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from host_model import hyperv
-from host_model.pvti import PVTI_SIZE, PVTI_SLOT, field_at
+from host_model.abi import PVTI_SIZE, PVTI_SLOT
+from host_model.pvti import field_at
 
 #: Page name -> [(offset, size, field name)] for pages with a single fixed record.
 RECORDS: dict[str, list[tuple[int, int, str]]] = {

@@ -1,4 +1,6 @@
-"""The pvclock ABI: `struct pvclock_vcpu_time_info` layout, packing and the time formula.
+"""The pvclock record: `struct pvclock_vcpu_time_info` packing and the time formula.
+
+The layout (offsets, sizes, slot, flag bits) is `host_model.abi`'s; it is re-exported here.
 
 Everything here is a pure function of its arguments, so it can be checked against
 hand-computed values.
@@ -7,53 +9,56 @@ hand-computed values.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
 
-PVTI_SIZE = 32
-#: Linux's `pvclock_vsyscall_time_info` pads each vCPU's pvti to a 64-byte slot.
-PVTI_SLOT = 64
+from host_model.abi import (
+    PVCLOCK_GUEST_STOPPED,
+    PVCLOCK_TSC_STABLE_BIT,
+    PVTI_FIELD_BY_NAME,
+    PVTI_FIELDS,
+    PVTI_FORMAT,
+    PVTI_SIZE,
+    PVTI_SLOT,
+    Field,
+    pvti_field_at,
+)
+
 U64_MAX = (1 << 64) - 1
 MASK64 = U64_MAX
 
-PVCLOCK_TSC_STABLE_BIT = 1 << 0
-PVCLOCK_GUEST_STOPPED = 1 << 1
-
-_FORMAT = "<IIQQIbB2x"
-assert struct.calcsize(_FORMAT) == PVTI_SIZE
-
-
-@dataclass(frozen=True)
-class Field:
-    name: str
-    offset: int
-    size: int
-    signed: bool = False
-
-
-#: Field layout, in memory order; the offsets are the ABI.
-FIELDS: tuple[Field, ...] = (
-    Field("version", 0, 4),
-    Field("pad0", 4, 4),
-    Field("tsc_timestamp", 8, 8),
-    Field("system_time", 16, 8),
-    Field("tsc_to_system_mul", 24, 4),
-    Field("tsc_shift", 28, 1, signed=True),
-    Field("flags", 29, 1),
-    Field("pad", 30, 2),
-)
-FIELD_BY_NAME = {f.name: f for f in FIELDS}
+_FORMAT = PVTI_FORMAT
+#: Field layout, in memory order (the ABI lives in `host_model.abi`).
+FIELDS = PVTI_FIELDS
+FIELD_BY_NAME = PVTI_FIELD_BY_NAME
 #: The fields a correct writer updates between the two version bumps, in store order.
 BODY_FIELDS = ("tsc_timestamp", "system_time", "tsc_to_system_mul", "tsc_shift", "flags")
+
+__all__ = [
+    "BODY_FIELDS",
+    "FIELDS",
+    "FIELD_BY_NAME",
+    "MASK64",
+    "PVCLOCK_GUEST_STOPPED",
+    "PVCLOCK_TSC_STABLE_BIT",
+    "PVTI_SIZE",
+    "PVTI_SLOT",
+    "U64_MAX",
+    "Field",
+    "Pvti",
+    "field_at",
+    "pvclock_ns",
+    "scale_delta",
+    "time_scale",
+]
 
 
 def field_at(offset: int) -> Field:
     """The field that covers byte `offset` (0..31) of a pvti."""
-    for f in FIELDS:
-        if f.offset <= offset < f.offset + f.size:
-            return f
-    raise ValueError(f"offset {offset} is outside a {PVTI_SIZE}-byte pvti")
+    f = pvti_field_at(offset)
+    if f is None:
+        raise ValueError(f"offset {offset} is outside a {PVTI_SIZE}-byte pvti")
+    return f
 
 
 class Pvti(NamedTuple):

@@ -3,8 +3,10 @@ byte for byte with the installed compilers (tools/build_blobs.py)."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -15,14 +17,11 @@ import pytest
 from elftools.elf.constants import P_FLAGS
 from elftools.elf.elffile import ELFFile
 
+from host_model import abi
+
 ROOT = Path(__file__).resolve().parent.parent
 MACHINE = {"x86_64": ("EM_X86_64", 64), "i386": ("EM_386", 32)}
-PAGES = {
-    "vvar_page": -0x4000,
-    "pvclock_page": -0x3000,
-    "hvclock_page": -0x2000,
-    "timens_page": -0x1000,
-}
+PAGES = abi.BLOB_PAGE_SYMBOLS
 
 
 def load_build_blobs() -> ModuleType:
@@ -103,6 +102,31 @@ def test_image_abi(name: str) -> None:
         for symbol, offset in PAGES.items():
             (sym,) = symtab.get_symbol_by_name(symbol)
             assert sym["st_value"] == offset & mask, symbol
+
+
+def lds_assignments(text: str) -> dict[str, int]:
+    """The `name = expression;` symbol assignments before SIZEOF_HEADERS, evaluated (the
+    location counter `.` is 0 there, as the script sets it)."""
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    values: dict[str, int] = {".": 0}
+    for name, expr in re.findall(r"^\s*([A-Za-z_.][A-Za-z_0-9]*)\s*=\s*([^;]+);", text, re.M):
+        if "SIZEOF_HEADERS" in expr:
+            break
+        tree = ast.parse(expr.replace(".", "_dot_"), mode="eval")
+        names = {k.replace(".", "_dot_"): v for k, v in values.items()}
+        allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Load)
+        allowed += (ast.Add, ast.Sub, ast.Mult, ast.USub)
+        assert all(isinstance(n, allowed) for n in ast.walk(tree)), expr
+        values[name] = eval(compile(tree, "vdso.lds", "eval"), {"__builtins__": {}}, names)
+    return values
+
+
+def test_linker_script_places_the_pages_where_the_abi_says() -> None:
+    assigned = lds_assignments((ROOT / "vdso_blobs" / abi.LINKER_SCRIPT).read_text())
+    assert {k: assigned.get(k) for k in abi.BLOB_PAGE_SYMBOLS} == abi.BLOB_PAGE_SYMBOLS
+    recorded = MANIFEST["abi"]
+    assert recorded["pages"] == {k: hex(v) for k, v in abi.BLOB_PAGE_SYMBOLS.items()}
+    assert recorded["pvti_slot_size"] == abi.PVTI_SLOT
 
 
 def test_manifest_fields() -> None:

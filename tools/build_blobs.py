@@ -35,21 +35,19 @@ from elftools.elf.constants import P_FLAGS, SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from host_model.abi import BLOB_ENTRY, BLOB_PAGE_SYMBOLS, PVTI_SLOT  # noqa: E402
+
 BLOBS = ROOT / "vdso_blobs"
 SRC_DIR = BLOBS / "src"
 IMAGES_DIR = BLOBS / "images"
 MANIFEST = BLOBS / "manifest.json"
 LINKER_SCRIPT = BLOBS / "vdso.lds"
 
-ENTRY_SYMBOL = "vdsofuzz_read"
-PAGE = 4096
-# Page symbols relative to the image's load base (vdso.lds).
-PAGE_SYMBOLS = {
-    "vvar_page": -4 * PAGE,
-    "pvclock_page": -3 * PAGE,
-    "hvclock_page": -2 * PAGE,
-    "timens_page": -1 * PAGE,
-}
+ENTRY_SYMBOL = BLOB_ENTRY
+#: Page symbols relative to the image's load base (vdso.lds assigns them; host_model.abi says).
+PAGE_SYMBOLS = BLOB_PAGE_SYMBOLS
 
 ARCH_FLAGS = {"x86_64": ["-m64"], "i386": ["-m32"]}
 ELF_MACHINE = {"x86_64": ("EM_X86_64", 64), "i386": ("EM_386", 32)}
@@ -982,7 +980,7 @@ def make_manifest(images: list[BuiltImage], versions: dict[str, dict[str, str]])
         "abi": {
             "entry": f"uint64_t {ENTRY_SYMBOL}(void)",
             "pages": {k: hex(v) for k, v in PAGE_SYMBOLS.items()},
-            "pvti_slot_size": 64,
+            "pvti_slot_size": PVTI_SLOT,
             "linker_script": str(LINKER_SCRIPT.relative_to(ROOT)),
         },
         "aliases": aliases(),

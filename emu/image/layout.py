@@ -28,8 +28,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from emu.errors import ImageError
-
-PAGE_SIZE = 0x1000
+from host_model.abi import PAGE_SIZE, PVTI_FIELDS, PVTI_SIZE
+from host_model.abi import PVTI_SLOT as PVTI_SLOT  # re-exported: dump and tests read it here
 
 ARCHES = {("EM_X86_64", 64): "x86_64", ("EM_386", 32): "i386"}
 
@@ -152,20 +152,12 @@ def _vdso_data_struct(name: str, *, max_cycles: bool, size: int) -> StructLayout
 #: The pvclock ABI (arch/x86/include/asm/pvclock-abi.h); identical in every kernel.
 PVTI_STRUCT = StructLayout(
     "pvclock_vcpu_time_info",
-    32,
+    PVTI_SIZE,
     {
-        "version": FieldInfo(0, 4),
-        "pad0": FieldInfo(4, 4),
-        "tsc_timestamp": FieldInfo(8, 8),
-        "system_time": FieldInfo(16, 8),
-        "tsc_to_system_mul": FieldInfo(24, 4),
-        "tsc_shift": FieldInfo(28, 1),
-        "flags": FieldInfo(29, 1),
-        "pad": FieldInfo(30, 2, 2, 1),
+        f.name: FieldInfo(f.offset, f.size, f.count, f.size // f.count if f.count > 1 else 0)
+        for f in PVTI_FIELDS
     },
 )
-#: `struct pvclock_vsyscall_time_info` pads each vCPU's pvti to 64 bytes in the page.
-PVTI_SLOT = 64
 
 
 @dataclass(frozen=True)
