@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+import vdso_blobs
 from emu.engine.executor import Executor
 from emu.engine.scenario import Scenario
 from emu.image.dump import read_maps
-from emu.image.loader import BLOBS_DIR
 
 #: Distribution debug-package vDSOs fetched by hand (never by the tests; CI has none).
 SAMPLES = Path(os.environ.get("VDSOFUZZ_VDSO_SAMPLES", "~/vdso-samples")).expanduser()
@@ -62,7 +62,7 @@ def build_reader(tmp_path: Path, name: str, source: str, *flags: str) -> Path:
         "-fcf-protection=none",
         "-Wl,--build-id=none",
         "-Wl,--hash-style=both",
-        f"-Wl,-T,{BLOBS_DIR / 'vdso.lds'}",
+        f"-Wl,-T,{vdso_blobs.path(vdso_blobs.LINKER_SCRIPT)}",
         "-o",
         str(out),
         str(src),

@@ -6,8 +6,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import DEBIAN, needs_samples
 
 from emu.errors import ImageError
+from emu.image.alternatives import CPU_CHOICES
 from emu.image.loader import load, manifest
 
 
@@ -63,3 +65,41 @@ def test_elf_without_the_entry_symbol_is_refused(tmp_path: Path):
 def test_unknown_name_says_how_to_list_images():
     with pytest.raises(ImageError, match="vdsofuzz images"):
         load("no-such-reader")
+
+
+def _count_elf_parses(monkeypatch) -> list[int]:
+    """Count pyelftools ELFFile constructions (every module constructs it through the class)."""
+    from elftools.elf.elffile import ELFFile
+
+    calls = [0]
+    init = ELFFile.__init__
+
+    def counting(self, *args, **kwargs):
+        calls[0] += 1
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(ELFFile, "__init__", counting)
+    return calls
+
+
+def test_a_bundled_image_is_parsed_once_and_carries_its_manifest_entry(monkeypatch):
+    calls = _count_elf_parses(monkeypatch)
+    img = load("hyperv-i386")
+    assert calls[0] == 1
+    assert img.manifest is not None and img.manifest["name"] == "hyperv-i386-gcc-O2"
+    assert img.call_abi == "blob"
+    assert img.layout is None and img.vdso_data is None and img.clock_seed is None
+    assert load(img.path).manifest is None  # by path: no manifest entry
+
+
+@needs_samples
+@pytest.mark.parametrize("path", DEBIAN, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_real_vdso_is_parsed_once_with_typed_layout_fields(monkeypatch, path: Path):
+    calls = _count_elf_parses(monkeypatch)
+    img = load(path, cpu=CPU_CHOICES[-1])
+    assert calls[0] == 1
+    assert img.call_abi == "clock_gettime"
+    assert img.layout is not None and img.vdso_data is not None
+    assert img.vdso_data.page in img.layout.pages
+    assert img.cpu == CPU_CHOICES[-1]
+    assert img.alternatives and all(p.new != p.old for p in img.alternatives)

@@ -120,7 +120,7 @@ def test_dump_vdso_cli(tmp_path, capsys):
 @pytest.mark.parametrize("clock", ["CLOCK_MONOTONIC", "CLOCK_MONOTONIC_RAW", "CLOCK_REALTIME"])
 def test_running_vdso_quiescent_reads_match_formula(dump, clock):
     image = load(dump)
-    assert image.info["abi"] == "clock_gettime"
+    assert image.call_abi == "clock_gettime"
     assert "vvar" in image.pages and "pvclock" in image.pages
     _quiescent(str(dump), image, clock)
 
@@ -167,7 +167,7 @@ def test_stripped_vdso_without_profile_exits_2(dump, tmp_path, capsys):
 @pytest.mark.parametrize("cpu", ["rdtscp", "lfence", "plain"])
 def test_debian_images_quiescent(path, cpu):
     image = load(str(path), cpu=cpu)
-    assert image.info["layout_source"] == "dwarf"
+    assert image.layout is not None and image.layout.source == "dwarf"
     _quiescent(str(path), image, cpu=cpu)
 
 
@@ -182,7 +182,7 @@ def test_dump_with_a_real_pvti_seeds_the_model_clock(dump):
 
     image = load_image(dump)
     real = json.loads((dump / "dump.json").read_text()).get("pvti")
-    seed = image.info.get("clock_seed")
+    seed = image.clock_seed
     sc = Scenario(image=str(dump), host_params={"updates": 0}, vcpus=1, reads=1)
     run = Executor(sc, image).run(Default())
     (read,) = run.reads

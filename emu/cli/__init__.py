@@ -254,13 +254,14 @@ def cmd_dump_vdso(args: argparse.Namespace) -> int:
 
     dest = dump_running_vdso(args.dir)
     image = load(dest, cpu=args.cpu)
-    info = image.info
+    layout = image.layout
+    assert layout is not None  # a dump directory always loads as a real vDSO
     pages = ", ".join(f"{k}@{v:#x}" for k, v in sorted(image.pages.items(), key=lambda kv: kv[1]))
     print(
         f"dumped the running kernel's vDSO to {dest}: {image.arch}, entry {image.entry_name}, "
         f"pages {pages}; "
-        f"layout from {info['layout_source']} ({info['layout_profile'] or 'no profile'}); "
-        f"alternatives for --cpu {info['cpu']}"
+        f"layout from {layout.source} ({layout.profile or 'no profile'}); "
+        f"alternatives for --cpu {image.cpu}"
     )
     return 0
 

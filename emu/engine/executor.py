@@ -124,7 +124,7 @@ class Executor:
         self.scenario = scenario
         self.image = image if image is not None else load(scenario.image, cpu=scenario.cpu or None)
         make_host(scenario.host, scenario.host_params)  # validate parameters early
-        if scenario.timekeeping and self.image.info.get("vdso_data") is None:
+        if scenario.timekeeping and self.image.vdso_data is None:
             raise UsageError(
                 f"--timekeeping needs a real vDSO (with vdso_data); {self.image.name} "
                 "is a project reader"
@@ -206,7 +206,7 @@ class Executor:
         """Run every task's reads to the end under `scheduler`; `observer` turns on stepping."""
         sc = self.scenario
         host = make_host(sc.host, sc.host_params)
-        seed = self.image.info.get("clock_seed")
+        seed = self.image.clock_seed
         if seed is None:
             clock = Clock(sc.vcpus, offsets=host.tsc_offsets(sc.vcpus))
         else:
@@ -229,13 +229,13 @@ class Executor:
             observer or self._wants_info or self._migrate or sc.speculative_tsc
         )
         self._quiet = getattr(scheduler, "quiet_until", None)
-        setup = with_vdso_data(host.setup(view), self.image.info.get("vdso_data"), clock.boot_ns)
+        setup = with_vdso_data(host.setup(view), self.image.vdso_data, clock.boot_ns)
         pages, effects = self._boot(setup)
         self.machine.reset(pages)
         self._apply(effects, -1)
         st.host_iter = host.steps(view)
         if sc.timekeeping:
-            spec = self.image.info["vdso_data"]
+            spec = self.image.vdso_data
             st.host_iter = chain(timekeeping(spec, view, sc.timekeeping), st.host_iter)
         st.host_next = next(st.host_iter, None)
         self._refresh()

@@ -93,7 +93,7 @@ class ClockGettimeAbi(BlobAbi):
 
 
 def make_abi(image, exit_addr: int, clock: str | int = "CLOCK_MONOTONIC") -> BlobAbi:
-    if image.info.get("abi") == "clock_gettime":
+    if image.call_abi == "clock_gettime":
         ts64 = image.bits == 64 or image.entry_name.endswith("64")
         return ClockGettimeAbi(image.bits, exit_addr, clock, ts64)
     return BlobAbi(image.bits, exit_addr)

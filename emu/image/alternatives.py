@@ -197,6 +197,7 @@ def parse_altinstructions(
     kernel_version: tuple[int, int, int] | None = None,
     *,
     use_note: bool = True,
+    elf: ELFFile | None = None,
 ) -> AltTable | None:
     """The image's alternatives (None when it has no `.altinstructions`).
 
@@ -205,14 +206,14 @@ def parse_altinstructions(
     every record is sane (site inside .text, replacement inside .altinstr_replacement,
     replacement no longer than the site, feature < 1024, known flags)."""
     data = Path(image).read_bytes() if isinstance(image, (str, Path)) else bytes(image)
-    elf = _elf(data)
+    elf = elf or _elf(data)
     alt = elf.get_section_by_name(".altinstructions")
     if alt is None or alt["sh_size"] == 0:
         return None
     if kernel_version is None and use_note:
         from emu.image.layout import elf_facts
 
-        kernel_version = elf_facts(data).kernel_version
+        kernel_version = elf_facts(data, elf=elf).kernel_version
     repl = elf.get_section_by_name(".altinstr_replacement")
     text = elf.get_section_by_name(".text")
     raw = alt.data()
@@ -308,18 +309,20 @@ def apply_alternatives(
     extra_features: Iterable[str] = (),
     optimize_nops: bool = True,
     kernel_version: tuple[int, int, int] | None = None,
+    elf: ELFFile | None = None,
 ) -> AltResult:
     """Patch `image` for a CPU that has the features `cpu` implies (plus `extra_features`).
 
     A site the running kernel already patched (a `dump-vdso` image) keeps its bytes only when
     no record applies for this CPU and the site does not decide how the TSC is read;
-    otherwise the original instruction is lost and AltError says which `--cpu` works."""
+    otherwise the original instruction is lost and AltError says which `--cpu` works.
+    `elf` is `image` already parsed (the loader's), to avoid parsing it again."""
     data = Path(image).read_bytes() if isinstance(image, (str, Path)) else bytes(image)
     feats = features_for(cpu, extra_features)
-    table = parse_altinstructions(data, kernel_version)
+    elf = elf or _elf(data)
+    table = parse_altinstructions(data, kernel_version, elf=elf)
     if table is None:
         return AltResult(data, [], cpu, feats, None, ["image has no .altinstructions"])
-    elf = _elf(data)
     segs = _vaddr_to_offset(elf)
     bits = 64 if elf.elfclass == 64 else 32
     buf = bytearray(data)

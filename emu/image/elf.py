@@ -1,7 +1,8 @@
 """ELF reading: an x86 ELF's arch, loadable segments, symbols and code ranges; the Image record.
 
 Both kinds of image — project blobs and real kernel vDSOs — are read here; `emu.image.loader` and
-`emu.image.realvdso` decide what the pieces mean.
+`emu.image.realvdso` decide what the pieces mean. A load parses the ELF once (`open_elf`) and
+hands the parsed file to everyone who needs it (layout analysis, alternatives).
 """
 
 from __future__ import annotations
@@ -9,15 +10,22 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from emu.errors import ImageError
+from host_model.abi import PAGE_SIZE
 
-PAGE = 0x1000
+if TYPE_CHECKING:
+    from emu.image.alternatives import Patch
+    from emu.image.layout import VdsoLayout
+    from host_model.clock import Seed
+    from host_model.vdso_data import VdsoDataSpec
+
+PAGE = PAGE_SIZE
 ARCHES = {"EM_X86_64": "x86_64", "EM_386": "i386"}
 
 
@@ -45,7 +53,22 @@ class Image:
     #: Executable address ranges (section `.text`, or executable segments).
     text: tuple[tuple[int, int], ...]
     path: Path | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+    #: How the entry is called: "blob" (`uint64_t vdsofuzz_read(void)`) or "clock_gettime"
+    #: (a real vDSO's `__vdso_clock_gettime(clockid, struct timespec *)`).
+    call_abi: str = "blob"
+    #: Real vDSOs: where the clock pages and `vdso_data` are (None for project readers).
+    layout: VdsoLayout | None = None
+    #: Real vDSOs: the clock records the host fills so the pvclock path is taken.
+    vdso_data: VdsoDataSpec | None = None
+    #: Real vDSOs: the CPU the alternatives were applied for, the patched sites, and what
+    #: could not be applied as asked.
+    cpu: str | None = None
+    alternatives: tuple[Patch, ...] = ()
+    alt_warnings: tuple[str, ...] = ()
+    #: A dump's real vCPU 0 pvti as the model clock's start (None: the default clock).
+    clock_seed: Seed | None = None
+    #: Bundled images: their `vdso_blobs/manifest.json` entry (None for a path).
+    manifest: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def bits(self) -> int:
@@ -87,12 +110,24 @@ class ElfPieces:
     text: tuple[tuple[int, int], ...]
 
 
-def read_elf(data: bytes, name: str) -> ElfPieces:
-    """Parse ELF bytes; every failure is an ImageError naming the cause."""
+def open_elf(data: bytes, name: str) -> ELFFile:
+    """Parse the ELF header of `data` (pyelftools reads the rest lazily from it)."""
     if data[:4] != b"\x7fELF":
         raise ImageError(f"{name}: not an ELF file (it starts with {data[:4]!r})")
     try:
-        elf = ELFFile(io.BytesIO(data))
+        return ELFFile(io.BytesIO(data))
+    except Exception as e:  # pyelftools raises struct/construct errors on truncation
+        raise ImageError(f"{name}: truncated or corrupt ELF ({type(e).__name__}: {e})") from None
+
+
+def read_elf(data: bytes, name: str, elf: ELFFile | None = None) -> ElfPieces:
+    """The pieces of ELF bytes; every failure is an ImageError naming the cause.
+
+    `elf` is `data`'s parsed header, or that of an image `data` differs from only inside its
+    loadable bytes (alternatives patch code in place): segments are cut from `data`."""
+    if elf is None:
+        elf = open_elf(data, name)
+    try:
         machine = elf.header["e_machine"]
         if machine not in ARCHES:
             raise ImageError(

@@ -382,12 +382,13 @@ def _open(image: bytes | str | Path) -> tuple[bytes, str]:
         raise VdsoLayoutError(f"{path}: cannot read ({e.strerror})") from None
 
 
-def elf_facts(data: bytes, name: str = "image") -> ElfFacts:
-    """Parse arch, symbols, version note, DWARF structures and code references."""
+def elf_facts(data: bytes, name: str = "image", *, elf: ELFFile | None = None) -> ElfFacts:
+    """Parse arch, symbols, version note, DWARF structures and code references (`elf`:
+    `data` already parsed by the caller)."""
     if data[:4] != b"\x7fELF":
         raise VdsoLayoutError(f"{name}: not an ELF file; {_NEXT_STEP}")
     try:
-        elf = ELFFile(io.BytesIO(data))
+        elf = elf or ELFFile(io.BytesIO(data))
         key = (elf.header["e_machine"], elf.elfclass)
         if key not in ARCHES:
             raise VdsoLayoutError(
@@ -644,13 +645,15 @@ def analyze(
     *,
     kernel_release: str | None = None,
     mappings: dict[str, tuple[int, int]] | None = None,
+    elf: ELFFile | None = None,
 ) -> VdsoLayout:
     """The layout of a real vDSO image, from its symbols and DWARF, a dump's mappings, or a
     built-in profile. `kernel_release` (e.g. from a dump) stands in for a missing version note;
     `mappings` ({"[vvar]": (offset, size), ...} relative to the image base) come from a dump.
+    `elf` is the image already parsed by the caller.
     Raises VdsoLayoutError saying what to supply when nothing fits."""
     data, name = _open(image)
-    facts = elf_facts(data, name)
+    facts = elf_facts(data, name, elf=elf)
     version = facts.kernel_version
     if version is None and kernel_release:
         version = parse_release(kernel_release)

@@ -2,34 +2,28 @@
 
 An image is position independent and expects the clock pages at fixed negative offsets
 from its load base, given by absolute symbols (`pvclock_page`, `hvclock_page`, ...), as
-real vDSOs do. Names resolve through `vdso_blobs/manifest.json`; real kernel vDSOs and
-`dump-vdso` directories are handed to `emu.image.realvdso`.
+real vDSOs do. Names resolve through the `vdso_blobs` package's manifest (package data, so an
+installed wheel finds them); real kernel vDSOs and `dump-vdso` directories are handed to
+`emu.image.realvdso`. The ELF is parsed once per load and the parse is shared.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import vdso_blobs
 from emu.errors import ImageError
-from emu.image.elf import Image, read_elf
+from emu.image.elf import Image, open_elf, read_elf
 from emu.image.realvdso import is_vdso, load_dump_dir, load_real
-
-BLOBS_DIR = Path(__file__).resolve().parents[2] / "vdso_blobs"
-MANIFEST = BLOBS_DIR / "manifest.json"
-#: The entry point of project-built readers: `uint64_t vdsofuzz_read(void)`.
-BLOB_ENTRY = "vdsofuzz_read"
-#: Page symbols a reader may reference, in the order the kernel lays them out.
-PAGE_SYMBOLS = ("vvar_page", "pvclock_page", "hvclock_page", "timens_page")
+from host_model.abi import BLOB_ENTRY, BLOB_PAGES, page_symbol
 
 
 def manifest() -> dict[str, Any]:
     """The bundled images' manifest (empty when the blobs are not built)."""
-    if not MANIFEST.exists():
-        return {"images": [], "aliases": {}}
-    return json.loads(MANIFEST.read_text())
+    return vdso_blobs.manifest()
 
 
 def resolve(spec: str) -> tuple[Path, str, dict[str, Any]]:
@@ -38,7 +32,7 @@ def resolve(spec: str) -> tuple[Path, str, dict[str, Any]]:
     name = man.get("aliases", {}).get(spec, spec)
     for entry in man.get("images", []):
         if entry["name"] == name:
-            return BLOBS_DIR.parent / entry["path"], name, entry
+            return vdso_blobs.path(entry["path"]), name, entry
     path = Path(spec)
     if path.exists():
         return path, path.name, {}
@@ -66,9 +60,7 @@ def load(spec: str | Path, cpu: str | None = None) -> Image:
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror})") from None
     image = parse(data, name=name, path=path, cpu=cpu)
-    if entry:
-        image.info.update(entry)
-    return image
+    return replace(image, manifest=entry) if entry else image
 
 
 def parse(
@@ -77,16 +69,17 @@ def parse(
     """Parse ELF bytes into an Image; every failure is an ImageError naming the cause.
     A real vDSO (no `vdsofuzz_read`, exports `__vdso_clock_gettime`) goes through
     `emu.image.realvdso` (layout analysis, alternatives for `cpu`)."""
-    elf = read_elf(data, name)
+    parsed = open_elf(data, name)
+    elf = read_elf(data, name, parsed)
     symbols = elf.symbols
     if BLOB_ENTRY not in symbols:
         if is_vdso(symbols):
-            return load_real(data, name=name, path=path, cpu=cpu)
+            return load_real(data, name=name, path=path, cpu=cpu, elf=parsed)
         raise ImageError(
             f"{name}: no `{BLOB_ENTRY}` symbol; a project reader exports "
             f"`uint64_t {BLOB_ENTRY}(void)` (real vDSOs need the unstripped vdso64.so)"
         )
-    pages = {s.removesuffix("_page"): symbols[s] for s in PAGE_SYMBOLS if s in symbols}
+    pages = {p: symbols[page_symbol(p)] for p in BLOB_PAGES if page_symbol(p) in symbols}
     if "pvclock" not in pages and "hvclock" not in pages:
         raise ImageError(
             f"{name}: no `pvclock_page` or `hvclock_page` symbol; link with vdso_blobs/vdso.lds"

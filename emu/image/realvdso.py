@@ -2,18 +2,21 @@
 
 The layout (pages, `vdso_data` shape) comes from `emu.image.layout`; `.altinstructions` are
 applied for the chosen `--cpu`; the entry is `__vdso_clock_gettime` (i386:
-`__vdso_clock_gettime64` when present) called by `emu.abi.ClockGettimeAbi`; the host side
+`__vdso_clock_gettime64` when present) called by `emu.image.abi.ClockGettimeAbi`; the host side
 fills `vdso_data` through `host_model.vdso_data` so the pvclock path is taken.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
 
 from emu.errors import ImageError
 from emu.image.alternatives import CPU_CHOICES, apply_alternatives, default_cpu
-from emu.image.elf import Image, read_elf
+from emu.image.elf import Image, open_elf, read_elf
 from emu.image.layout import CS_HRES_COARSE, CS_RAW, VdsoLayout, analyze
 from host_model.clock import Seed, hz_of
 from host_model.vdso_data import VdsoDataSpec
@@ -60,33 +63,21 @@ def load_real(
     path: Path | None,
     cpu: str | None = None,
     layout: VdsoLayout | None = None,
+    elf: ELFFile | None = None,
 ) -> Image:
-    """A real vDSO's bytes -> Image, alternatives applied for `cpu` (default: this CPU's)."""
+    """A real vDSO's bytes -> Image, alternatives applied for `cpu` (default: this CPU's).
+    `elf` is `data` already parsed (the loader's); it serves every step of the load."""
+    if elf is None:
+        elf = open_elf(data, name)
     if layout is None:
-        layout = analyze(path if path is not None and path.is_file() else data)
+        # The path, when there is one, only names the file in error messages.
+        layout = analyze(path if path is not None and path.is_file() else data, elf=elf)
     cpu = cpu or default_cpu()
     if cpu not in CPU_CHOICES:
         raise ImageError(f"unknown --cpu {cpu!r}: choose one of {', '.join(CPU_CHOICES)}")
-    alt = apply_alternatives(data, cpu, kernel_version=layout.kernel_version)
-    patched = alt.data
-    base = read_elf(patched, name)
+    alt = apply_alternatives(data, cpu, kernel_version=layout.kernel_version, elf=elf)
+    base = read_elf(alt.data, name, elf)  # patching changes code bytes, not the ELF's shape
     entry_name, entry = entry_of(layout)
-    info = {
-        "abi": "clock_gettime",
-        "cpu": cpu,
-        "alternatives": [
-            {"site": p.address, "feature": p.feature, "old": p.old.hex(), "new": p.new.hex()}
-            for p in alt.patches
-        ],
-        "alt_warnings": list(alt.warnings),
-        "layout_source": layout.source,
-        "layout_profile": layout.profile,
-        "layout_reason": layout.reason,
-        "kernel_version": layout.kernel_version,
-        "vdso_data": data_spec(layout),
-        "layout": layout,
-        "original_sha256": hashlib.sha256(data).hexdigest(),
-    }
     return Image(
         name=name,
         arch=base.arch,
@@ -98,21 +89,23 @@ def load_real(
         symbols=base.symbols,
         text=base.text,
         path=path,
-        info=info,
+        call_abi="clock_gettime",
+        layout=layout,
+        vdso_data=data_spec(layout),
+        cpu=cpu,
+        alternatives=tuple(alt.patches),
+        alt_warnings=tuple(alt.warnings),
     )
 
 
-def load_dump_dir(directory: Path, *, name: str, cpu: str | None = None):
+def load_dump_dir(directory: Path, *, name: str, cpu: str | None = None) -> Image:
     """A `vdsofuzz dump-vdso` directory -> Image (the running kernel already patched the
     alternatives; re-applying them for `cpu` keeps or refuses the kernel's choice)."""
     from emu.image.dump import load_dump
 
     data, layout = load_dump(directory)
     image = load_real(data, name=name, path=directory, cpu=cpu, layout=layout)
-    seed = clock_seed(directory)
-    if seed is not None:
-        image.info["clock_seed"] = seed
-    return image
+    return replace(image, clock_seed=clock_seed(directory))
 
 
 def clock_seed(directory: Path) -> Seed | None:

@@ -102,7 +102,7 @@ def trace(schedule: Schedule, executor: Executor) -> Trace:
     steps: list[Step] = []
     lines = read_lines(path=image.path)
 
-    spec = image.info.get("vdso_data")
+    spec = image.vdso_data
 
     def field_name(addr: int) -> str:
         hit = layout.locate(addr)

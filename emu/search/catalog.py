@@ -24,10 +24,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import vdso_blobs
 from emu.engine.scenario import ORACLES, Scenario
 from emu.errors import ScheduleError, UsageError
 
-CATALOG = Path(__file__).resolve().parents[2] / "vdso_blobs" / "catalog.json"
+CATALOG = vdso_blobs.path(vdso_blobs.CATALOG)  # package data: works from a wheel too
 FORMAT = "vdsofuzz-catalog/1"
 PASS, VIOLATION, ERROR = "pass", "violation", "error"
 #: Reference readers by page family: the current kernel's pvclock reader, the Hyper-V one.
