@@ -24,9 +24,12 @@ from unicorn import (
     UcError,
 )
 from unicorn import x86_const as ux
-from unicorn.unicorn_py3 import unicorn as _ucmod
 
+from emu.engine import binding
 from emu.image.elf import PAGE, Image
+
+#: The binding's private C API handles; `binding` refuses an unsupported Unicorn first.
+_ucmod = binding.load()
 
 IMAGE_BASE = 0x4000_0000
 STACK_BASE = 0x6000_0000

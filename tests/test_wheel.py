@@ -1,0 +1,80 @@
+"""Packaging: the wheel carries what an installed tool reads at run time, and the Unicorn pin
+matches the range the engine checks for."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import vdso_blobs
+from emu.engine import binding
+from emu.errors import UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Never copied into the build tree: a stale setuptools `build/` could leak old modules.
+SKIP = shutil.ignore_patterns(
+    ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "*-out"
+)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=SKIP)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), "."],
+        cwd=src,
+        check=True,
+        capture_output=True,
+    )
+    (built,) = (tmp / "dist").glob("vdsofuzz-*.whl")
+    return zipfile.ZipFile(built)
+
+
+def test_wheel_carries_the_images_manifest_catalog_lane_and_type_markers(wheel):
+    names = set(wheel.namelist())
+    images = {
+        n.removeprefix("vdso_blobs/images/") for n in names if n.startswith("vdso_blobs/images/")
+    }
+    assert images == {e["path"].rsplit("/", 1)[1] for e in vdso_blobs.manifest()["images"]}
+    for needed in (
+        "vdso_blobs/__init__.py",
+        "vdso_blobs/manifest.json",
+        "vdso_blobs/catalog.json",
+        "vdso_blobs/vdso.lds",
+        "emu/engine/lane.c",
+        "emu/py.typed",
+        "host_model/py.typed",
+        "host_model/abi.py",
+    ):
+        assert needed in names, needed
+    assert (
+        wheel.read("vdso_blobs/manifest.json") == (ROOT / "vdso_blobs/manifest.json").read_bytes()
+    )
+    assert not [n for n in names if n.startswith(("tests/", "tools/"))]
+
+
+def test_the_package_reads_its_data_through_importlib_resources():
+    assert vdso_blobs.path("catalog.json").read_bytes()
+    entry = vdso_blobs.manifest()["images"][0]
+    assert vdso_blobs.path(entry["path"]).read_bytes()[:4] == b"\x7fELF"
+
+
+def test_unicorn_pin_is_the_range_the_engine_checks():
+    pins = re.findall(r'"(unicorn[^"]*)"', (ROOT / "pyproject.toml").read_text())
+    assert pins == [f"unicorn{binding.SUPPORTED_TEXT}"]
+    binding.check()  # the installed one is in range
+
+
+@pytest.mark.parametrize("version", ["2.0.1.post1", "2.1.0", "2.2.0", "3.0.0"])
+def test_an_unsupported_unicorn_is_refused_with_the_range(monkeypatch, version):
+    monkeypatch.setattr(binding.metadata, "version", lambda _name: version)
+    with pytest.raises(UsageError, match=rf"unicorn {version} is not supported: .*>=2\.1\.1,<2\.2"):
+        binding.check()
