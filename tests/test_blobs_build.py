@@ -17,6 +17,8 @@ import pytest
 from elftools.elf.constants import P_FLAGS
 from elftools.elf.elffile import ELFFile
 
+from emu.errors import ImageError
+from emu.image.window import WindowError, analyse_window
 from host_model import abi
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,7 +164,15 @@ def test_bug_no_barrier_verdicts_are_recorded() -> None:
 @pytest.mark.parametrize("name", [n for n in entry_ids() if ENTRIES[n]["window"] is not None])
 def test_window_analysis_of_committed_image_matches_manifest(name: str) -> None:
     entry = ENTRIES[name]
-    assert build_blobs.analyse_window(image_path(entry), entry["arch"]) == entry["window"]
+    assert analyse_window(image_path(entry).read_bytes(), name) == entry["window"]
+
+
+def test_window_analysis_refuses_a_reader_without_a_pvti_seqlock() -> None:
+    # The Hyper-V reader never loads a pvti version: no path enters the window.
+    with pytest.raises(WindowError, match="no successful path"):
+        analyse_window(image_path(ENTRIES["hyperv-x86_64-gcc-O2"]).read_bytes(), "hyperv")
+    with pytest.raises(ImageError, match="not an ELF"):
+        analyse_window(b"not an image")
 
 
 def installed_version(compiler: str) -> str | None:

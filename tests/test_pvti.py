@@ -83,3 +83,20 @@ def test_time_scale_converts_one_second_of_cycles_to_about_a_second():
     for hz in (100_000_000, 1_999_999_999, 3_000_000_000, 4_100_000_000):
         shift, mul = time_scale(hz)
         assert abs(scale_delta(hz, mul, shift) - 1_000_000_000) <= 1
+
+
+def test_every_field_packs_at_the_abi_offset_and_the_layouts_agree():
+    # host_model.abi is the one source: the packer, the field table and the layout code's
+    # struct all follow it, field by field.
+    from emu.image.layout import PVTI_STRUCT
+    from host_model import abi
+
+    p = Pvti(0x11223344, 0x0102030405060708, 0x1112131415161718, 0xAABBCCDD, -3, 0x03)
+    raw = p.pack()
+    for f in abi.PVTI_FIELDS:
+        if f.name in Pvti._fields:
+            assert raw[f.offset : f.end] == p.field_bytes(f.name), f.name
+        assert PVTI_STRUCT.fields[f.name].offset == f.offset
+        assert PVTI_STRUCT.fields[f.name].size == f.size
+    assert PVTI_STRUCT.size == abi.PVTI_SIZE == len(raw)
+    assert FIELDS is abi.PVTI_FIELDS

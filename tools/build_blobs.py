@@ -11,8 +11,8 @@ the script twice gives byte-identical images and manifest.
     python tools/build_blobs.py --check    # rebuild into a temp dir, compare sha256s
 
 For readers that read vCPU 0's pvti under the version seqlock, the script also
-inspects the disassembly (objdump -d) and records, per field, whether the loads
-that feed the returned value stay inside the version window (manifest `window`).
+records, per field, whether the loads that feed the returned value stay inside the
+version window (manifest `window`); the analysis is `emu.image.window`'s.
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,12 @@ from elftools.elf.elffile import ELFFile
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from emu.image.window import (  # noqa: E402
+    FORMULA_FIELDS,
+    WindowError,
+    analyse_window,
+    window_summary,
+)
 from host_model.abi import BLOB_ENTRY, BLOB_PAGE_SYMBOLS, PVTI_SLOT  # noqa: E402
 
 BLOBS = ROOT / "vdso_blobs"
@@ -309,7 +314,7 @@ def tool_versions(compilers: Iterable[str]) -> dict[str, dict[str, str]]:
 def require_tools(specs: Iterable[ImageSpec]) -> None:
     """Fail early, with a clear message, if a compiler or linker is missing."""
     needed = {s.compiler for s in specs}
-    programs = ["readelf", "objdump"]
+    programs = ["readelf"]
     for name in sorted(needed):
         programs += [TOOLCHAINS[name].compiler, TOOLCHAINS[name].linker]
     missing = [p for p in programs if shutil.which(p) is None]
@@ -452,7 +457,10 @@ def build_one(spec: ImageSpec, outdir: Path) -> BuiltImage:
     problems = abi_problems(out, spec.arch)
     if problems:
         raise BuildError(f"{spec.name}: ABI violations:\n  " + "\n  ".join(problems))
-    window = analyse_window(out, spec.arch) if spec.reader.window_check else None
+    try:
+        window = analyse_window(out.read_bytes(), spec.name) if spec.reader.window_check else None
+    except WindowError as exc:
+        raise BuildError(str(exc)) from None
     return BuiltImage(spec, out, sha256(out), out.stat().st_size, window, text_sha256(out))
 
 
@@ -471,455 +479,6 @@ def build_all(specs: list[ImageSpec], outdir: Path, jobs: int) -> list[BuiltImag
                 flush=True,
             )
     return sorted(results, key=lambda r: r.spec.name)
-
-
-# --------------------------------------------------------------------- disassembly
-#
-# A small abstract interpreter over `objdump -d` text: it tracks which registers
-# (and spilled stack slots) hold "image base + constant", so that every memory
-# operand can be resolved to a pvclock_page offset, including i386 GOT-relative
-# addressing.  Then it enumerates paths through the entry function (each backward
-# branch taken at most twice) and, on every path that returns a computed time,
-# checks where the last load of each pvti field sits relative to the final
-# iteration's version load and version re-check.
-
-PVTI_FIELDS = [
-    (0, 4, "version"),
-    (8, 16, "tsc_timestamp"),
-    (16, 24, "system_time"),
-    (24, 28, "tsc_to_system_mul"),
-    (28, 29, "tsc_shift"),
-    (29, 30, "flags"),
-]
-FORMULA_FIELDS = ("tsc_timestamp", "system_time", "tsc_to_system_mul", "tsc_shift")
-WINDOW_ITEMS = ("flags", *FORMULA_FIELDS, "tsc")
-TSC_MNEMONICS = {"rdtsc", "rdtscp"}
-
-REG_FAMILY = {}
-for _fam, _names in {
-    "ax": "rax eax ax al ah",
-    "bx": "rbx ebx bx bl bh",
-    "cx": "rcx ecx cx cl ch",
-    "dx": "rdx edx dx dl dh",
-    "si": "rsi esi si sil",
-    "di": "rdi edi di dil",
-    "bp": "rbp ebp bp bpl",
-    "sp": "rsp esp sp spl",
-}.items():
-    for _n in _names.split():
-        REG_FAMILY[_n] = _fam
-for _i in range(8, 16):
-    for _suffix in ("", "d", "w", "b"):
-        REG_FAMILY[f"r{_i}{_suffix}"] = f"r{_i}"
-FULL_WIDTH = {
-    64: {"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp"} | {f"r{i}" for i in range(8, 16)},
-    32: {"eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp"},
-}
-CALL_CLOBBERS = {"ax", "cx", "dx", "si", "di", "r8", "r9", "r10", "r11"}
-IMPLICIT_WRITES = {
-    "rdtsc": {"ax", "dx"},
-    "rdtscp": {"ax", "dx", "cx"},
-    "cpuid": {"ax", "bx", "cx", "dx"},
-    "mul": {"ax", "dx"},
-    "div": {"ax", "dx"},
-    "idiv": {"ax", "dx"},
-    "cltd": {"dx"},
-    "cqto": {"dx"},
-    "cltq": {"ax"},
-    "cwtl": {"ax"},
-    "syscall": {"ax", "cx", "r11"},
-    "int": {"ax"},
-}
-NO_WRITE = {"cmp", "test", "bt", "push", "lfence", "mfence", "nop", "jmp", "ret", "ud2"}
-
-PREFIXES = {"rep", "repz", "repnz", "lock", "notrack", "bnd", "cs", "ds", "data16", "addr32"}
-LINE_RE = re.compile(r"^\s*([0-9a-f]+):\s+(.*?)\s*$")
-MEM_RE = re.compile(
-    r"^(?:%[a-z]s:)?(-?(?:0x)?[0-9a-f]+)?\((%[a-z0-9]+)?(?:,(%[a-z0-9]+)(?:,([1248]))?)?\)$"
-)
-ABS_MEM_RE = re.compile(r"^(?:0x)?[0-9a-f]+$")
-FUNC_RE = re.compile(r"^([0-9a-f]+) <([^>]+)>:$")
-
-
-@dataclass(frozen=True)
-class Insn:
-    """One decoded instruction of the entry function."""
-
-    addr: int
-    next_addr: int
-    mnemonic: str
-    operands: tuple[str, ...]
-    target: int | None  # direct branch/call target
-    target_name: str | None
-
-
-# A tracked value: (constant, number of image-base terms).  Address = base*n + constant.
-Value = tuple[int, int]
-State = dict[str, Value]
-
-
-def split_operands(text: str) -> tuple[str, ...]:
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-            continue
-        depth += ch == "("
-        depth -= ch == ")"
-        cur += ch
-    if cur:
-        parts.append(cur)
-    return tuple(p.strip() for p in parts)
-
-
-def disassemble(path: Path) -> dict[str, list[Insn]]:
-    """objdump -d of the image, grouped by function symbol."""
-    text = run(["objdump", "-d", "--no-show-raw-insn", str(path)])
-    functions: dict[str, list[Insn]] = {}
-    current: list[Insn] | None = None
-    for line in text.splitlines():
-        head = FUNC_RE.match(line)
-        if head:
-            current = functions.setdefault(head.group(2), [])
-            continue
-        m = LINE_RE.match(line)
-        if current is None or not m:
-            continue
-        current.append(parse_insn(int(m.group(1), 16), m.group(2)))
-    for insns in functions.values():
-        for i, insn in enumerate(insns):
-            nxt = insns[i + 1].addr if i + 1 < len(insns) else -1
-            insns[i] = Insn(
-                insn.addr, nxt, insn.mnemonic, insn.operands, insn.target, insn.target_name
-            )
-    return functions
-
-
-def parse_insn(addr: int, text: str) -> Insn:
-    comment = ""
-    if "#" in text:
-        text, comment = text.split("#", 1)
-    words = text.split(None, 1)
-    mnemonic = words[0] if words else ""
-    while mnemonic in PREFIXES and len(words) > 1:
-        words = words[1].split(None, 1)
-        mnemonic = words[0]
-    rest = words[1] if len(words) > 1 else ""
-    target, target_name = None, None
-    branch = re.match(r"^([0-9a-f]+) <([^>]+)>$", rest.strip())
-    if branch and (mnemonic.startswith("j") or mnemonic.startswith("call")):
-        target, target_name = int(branch.group(1), 16), branch.group(2)
-        rest = ""
-    operands = split_operands(rest) if rest else ()
-    rip_target = re.match(r"^\s*([0-9a-f]+) <", comment)
-    if rip_target:
-        operands = tuple(f"@{rip_target.group(1)}" if "(%rip)" in op else op for op in operands)
-    return Insn(addr, addr, mnemonic, operands, target, target_name)
-
-
-SIZED = {"mov", "lea", "add", "sub", "adc", "sbb", "and", "or", "xor", "neg", "not", "inc"}
-SIZED |= {"dec", "shl", "shr", "sar", "push", "pop", "call", "ret", "mul", "imul", "div"}
-SIZED |= {"idiv", "cmp", "test", "xchg", "jmp"}
-
-
-def base_mnemonic(mnemonic: str) -> str:
-    """Strip the AT&T size suffix objdump adds when the size is ambiguous (movl -> mov)."""
-    if mnemonic not in SIZED and mnemonic[-1:] in ("b", "w", "l", "q") and mnemonic[:-1] in SIZED:
-        return mnemonic[:-1]
-    return mnemonic
-
-
-def reg_of(operand: str) -> str | None:
-    if operand.startswith("%"):
-        return operand[1:]
-    return None
-
-
-def mem_address(operand: str, state: State, bits: int) -> Value | None:
-    """Resolve a memory operand to a tracked value, or None if unknown / not memory."""
-    if operand.startswith("@"):
-        return (to_signed(int(operand[1:], 16), bits), 1)
-    if operand.startswith(("$", "%", "*")):
-        return None
-    if ABS_MEM_RE.match(operand):
-        return (to_signed(int(operand, 16), bits), 0)
-    m = MEM_RE.match(operand)
-    if not m:
-        return None
-    disp = int(m.group(1), 16) if m.group(1) else 0
-    total = (disp, 0)
-    for reg, scale in ((m.group(2), 1), (m.group(3), int(m.group(4) or 1))):
-        if reg is None:
-            continue
-        value = state.get(REG_FAMILY.get(reg[1:], reg[1:]))
-        if value is None:
-            return None
-        total = (total[0] + value[0] * scale, total[1] + value[1] * scale)
-    return total
-
-
-def to_signed(value: int, bits: int) -> int:
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
-
-
-def is_memory(operand: str) -> bool:
-    return operand.startswith("@") or "(" in operand or bool(ABS_MEM_RE.match(operand))
-
-
-def transfer(insn: Insn, state: State, bits: int) -> State:
-    """Abstract effect of one instruction on the tracked registers and stack slots."""
-    new = dict(state)
-    op = base_mnemonic(insn.mnemonic)
-    ops = insn.operands
-    dest = reg_of(ops[-1]) if ops else None
-    fam = REG_FAMILY.get(dest) if dest else None
-    if op == "call":
-        if insn.target == insn.next_addr:
-            new["push"] = (insn.next_addr, 1)
-        elif insn.target_name and insn.target_name.startswith("__x86.get_pc_thunk."):
-            new[insn.target_name.rsplit(".", 1)[1]] = (insn.next_addr, 1)
-        else:
-            for reg in CALL_CLOBBERS:
-                new.pop(reg, None)
-        return new
-    if op == "pop" and fam:
-        pushed = new.pop("push", None)
-        set_reg(new, fam, dest, pushed, bits)
-        return drop_slots(new)
-    if fam == "sp" or op == "push":
-        return drop_slots(new)
-    for reg in IMPLICIT_WRITES.get(op, ()):
-        new.pop(reg, None)
-    if op == "mov" and len(ops) == 2:
-        return do_mov(new, ops, dest, fam, bits)
-    if op == "lea" and fam:
-        set_reg(new, fam, dest, mem_address(ops[0], state, bits), bits)
-        return new
-    if op == "shl" and fam and len(ops) == 2 and ops[0].startswith("$"):
-        cur = state.get(fam)
-        shifted = (cur[0] << int(ops[0][1:], 16), 0) if cur and cur[1] == 0 else None
-        set_reg(new, fam, dest, shifted, bits)
-        return new
-    if op in ("xor", "sub") and fam and len(ops) == 2 and ops[0] == ops[1]:
-        set_reg(new, fam, dest, (0, 0), bits)
-        return new
-    if op == "or" and fam and len(ops) == 2 and ops[0].startswith("$"):
-        minus_one = to_signed(int(ops[0][1:], 16), bits) == -1 or int(ops[0][1:], 16) == 0xFFFFFFFF
-        set_reg(new, fam, dest, (-1, 0) if minus_one else None, bits)
-        return new
-    if op in ("inc", "dec") and fam and len(ops) == 1:
-        set_reg(new, fam, dest, add_value(state.get(fam), "$0x1", state, op == "dec", bits), bits)
-        return new
-    if op in ("add", "sub") and fam and len(ops) == 2:
-        value = add_value(state.get(fam), ops[0], state, op == "sub", bits)
-        set_reg(new, fam, dest, value, bits)
-        return new
-    if fam and op not in NO_WRITE:
-        new.pop(fam, None)
-        if op in ("xchg", "xadd") and len(ops) == 2 and reg_of(ops[0]):
-            new.pop(REG_FAMILY.get(reg_of(ops[0]) or "", ""), None)
-    return new
-
-
-def do_mov(new: State, ops: tuple[str, ...], dest: str | None, fam: str | None, bits: int) -> State:
-    src = ops[0]
-    if fam:
-        if src.startswith("$"):
-            set_reg(new, fam, dest, (to_signed(int(src[1:], 16), bits), 0), bits)
-        elif reg_of(src):
-            set_reg(new, fam, dest, new.get(REG_FAMILY.get(reg_of(src) or "", "")), bits)
-        else:
-            set_reg(new, fam, dest, new.get(f"slot:{src}"), bits)
-    elif is_memory(ops[1]) and src.startswith("$"):
-        new[f"slot:{ops[1]}"] = (to_signed(int(src[1:], 16), bits), 0)
-    elif is_memory(ops[1]) and reg_of(src):
-        value = new.get(REG_FAMILY.get(reg_of(src) or "", ""))
-        key = f"slot:{ops[1]}"
-        if value is None or not holds_value(reg_of(src), value, bits):
-            new.pop(key, None)
-        else:
-            new[key] = value
-    return new
-
-
-def add_value(cur: Value | None, src: str, state: State, negate: bool, bits: int) -> Value | None:
-    if cur is None:
-        return None
-    if src.startswith("$"):
-        delta: Value | None = (to_signed(int(src[1:], 16), bits), 0)
-    elif reg_of(src):
-        delta = state.get(REG_FAMILY.get(reg_of(src) or "", ""))
-    else:
-        delta = None
-    if delta is None:
-        return None
-    sign = -1 if negate else 1
-    return (cur[0] + sign * delta[0], cur[1] + sign * delta[1])
-
-
-def set_reg(state: State, fam: str, reg: str | None, value: Value | None, bits: int) -> None:
-    """Track a register write; a narrower write or an unknown value forgets the register."""
-    if value is None or reg is None or not holds_value(reg, value, bits):
-        state.pop(fam, None)
-    else:
-        state[fam] = value
-
-
-def holds_value(reg: str | None, value: Value, bits: int) -> bool:
-    """Whether a write of `value` through register name `reg` keeps it exactly."""
-    if reg in FULL_WIDTH[bits]:
-        return True
-    # x86-64 32-bit writes zero-extend: fine for small non-negative plain constants.
-    return bits == 64 and reg in FULL_WIDTH[32] and value[1] == 0 and 0 <= value[0] < 1 << 31
-
-
-def drop_slots(state: State) -> State:
-    return {k: v for k, v in state.items() if not k.startswith("slot:")}
-
-
-def successors(insn: Insn, index: dict[int, int]) -> list[int]:
-    op = insn.mnemonic
-    if op.startswith("ret") or op.startswith("ud2") or op.startswith("hlt"):
-        return []
-    if op.startswith("jmp"):
-        return [insn.target] if insn.target in index else []
-    if op.startswith("j") and insn.target is not None:
-        nxt = [insn.next_addr] if insn.next_addr in index else []
-        return nxt + ([insn.target] if insn.target in index else [])
-    return [insn.next_addr] if insn.next_addr in index else []
-
-
-def pvti_field(offset: int) -> str | None:
-    for lo, hi, name in PVTI_FIELDS:
-        if lo <= offset < hi:
-            return name
-    return None
-
-
-def events_of(insn: Insn, state: State, bits: int) -> list[str]:
-    """The vCPU 0 pvti fields an instruction loads, and "tsc" for a TSC read."""
-    found = ["tsc"] if insn.mnemonic in TSC_MNEMONICS else []
-    if base_mnemonic(insn.mnemonic) == "lea":
-        return found
-    for operand in insn.operands:
-        value = mem_address(operand, state, bits)
-        if value is None or value[1] != 1:
-            continue
-        name = pvti_field(to_signed(value[0], bits) - PAGE_SYMBOLS["pvclock_page"])
-        if name:
-            found.append(name)
-    return found
-
-
-def returns_u64_max(state: State, bits: int) -> bool:
-    """Whether the return registers hold the constant U64_MAX at a `ret`."""
-    if bits == 64:
-        return state.get("ax") == (-1, 0)
-    return state.get("ax") == (-1, 0) and state.get("dx") == (-1, 0)
-
-
-PathItem = tuple[int, tuple[str, ...], tuple[tuple[int, int], ...], State]
-
-
-def enumerate_paths(insns: list[Insn], bits: int) -> Iterator[tuple[tuple[str, ...], bool]]:
-    """(events, returns U64_MAX) of every entry-to-`ret` path, backward branches taken <= 2x.
-
-    The abstract state is carried along each path, so addresses and return values are
-    exact for that path.  Paths leaving the function (tail call to the syscall fallback)
-    are not returned.
-    """
-    index = {insn.addr: i for i, insn in enumerate(insns)}
-    seen: set[tuple[tuple[str, ...], bool]] = set()
-    stack: list[PathItem] = [(insns[0].addr, (), (), {})]
-    budget = 500_000
-    while stack:
-        budget -= 1
-        if budget == 0:
-            raise BuildError("window analysis: too many paths")
-        addr, trail, back, state = stack.pop()
-        insn = insns[index[addr]]
-        trail = trail + tuple(events_of(insn, state, bits))
-        if insn.mnemonic.startswith("ret"):
-            key = (trail, returns_u64_max(state, bits))
-            if key not in seen:
-                seen.add(key)
-                yield key
-            continue
-        out = transfer(insn, state, bits)
-        for succ in successors(insn, index):
-            edge = (addr, succ)
-            if succ <= addr and back.count(edge) >= 2:
-                continue
-            stack.append((succ, trail, back + (edge,) if succ <= addr else back, out))
-
-
-def classify_path(trail: tuple[str, ...]) -> dict[str, str]:
-    """Where each window item's last load sits on one path that returns a time."""
-    versions = [i for i, ev in enumerate(trail) if ev == "version"]
-    iterations = len(versions) // 2 if len(versions) >= 2 else 1
-    if len(versions) >= 2:
-        opening, closing = versions[-2], versions[-1]
-    else:
-        opening, closing = (versions[-1] if versions else -1), len(trail)
-    result = {}
-    for item in WINDOW_ITEMS:
-        positions = [i for i, ev in enumerate(trail) if ev == item]
-        if not positions:
-            result[item] = "not-read"
-            continue
-        last = positions[-1]
-        if last > closing:
-            result[item] = "after-recheck"
-        elif last < opening:
-            result[item] = "before-window" if iterations == 1 else "stale-on-retry"
-        else:
-            result[item] = "inside"
-    result["recheck"] = "present" if len(versions) >= 2 else "missing"
-    return result
-
-
-SEVERITY = [
-    "inside",
-    "present",
-    "not-read",
-    "stale-on-retry",
-    "before-window",
-    "after-recheck",
-    "missing",
-]
-
-
-def analyse_window(path: Path, arch: str) -> dict[str, str]:
-    """Per field: 'inside' the version window, or how the compiled code leaves it."""
-    bits = ELF_MACHINE[arch][1]
-    insns = disassemble(path).get(ENTRY_SYMBOL, [])
-    if not insns:
-        raise BuildError(f"{path.name}: no {ENTRY_SYMBOL} in the disassembly")
-    verdict: dict[str, str] = {}
-    for trail, gives_up in enumerate_paths(insns, bits):
-        if gives_up or "version" not in trail:
-            continue  # U64_MAX, or a path that never entered the seqlock
-        for item, where in classify_path(trail).items():
-            old = verdict.get(item, "inside")
-            verdict[item] = max(old, where, key=SEVERITY.index)
-    if not verdict:
-        raise BuildError(f"{path.name}: window analysis found no successful path")
-    return dict(sorted(verdict.items()))
-
-
-def window_summary(window: dict[str, str] | None) -> str:
-    """One sentence for the manifest notes from the window analysis."""
-    if window is None:
-        return ""
-    out = {k: v for k, v in window.items() if v not in ("inside", "present")}
-    recheck = "" if window.get("recheck") == "present" else " No version re-check."
-    out.pop("recheck", None)
-    if not out:
-        return f"objdump: every field load and the TSC read sit inside the version window.{recheck}"
-    moved = ", ".join(f"{k} {v}" for k, v in sorted(out.items()))
-    return f"objdump: outside the version window: {moved}.{recheck}"
 
 
 # ------------------------------------------------------------------------ manifest
