@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import DEBIAN, needs_samples
+from conftest import DEBIAN, needs_running_vdso, needs_samples
 
 from emu.errors import ImageError
 from emu.image.alternatives import CPU_CHOICES
@@ -104,3 +104,15 @@ def test_a_real_vdso_is_parsed_once_with_typed_layout_fields(monkeypatch, path: 
     assert img.vdso_data.page in img.layout.pages
     assert img.cpu == CPU_CHOICES[-1]
     assert img.alternatives and all(p.new != p.old for p in img.alternatives)
+
+
+@needs_running_vdso
+def test_a_dump_directory_is_parsed_once(monkeypatch, tmp_path: Path):
+    from emu.image.dump import dump_running_vdso
+
+    dest = dump_running_vdso(tmp_path / "dump")
+    calls = _count_elf_parses(monkeypatch)
+    img = load(dest)
+    assert calls[0] == 1
+    assert img.call_abi == "clock_gettime" and img.layout is not None
+    assert img.layout.source == "dump"

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from elftools.elf.elffile import ELFFile
+
 from emu.image.alternatives import default_cpu, site_states
 from emu.image.layout import (
     PAGE_SIZE,
@@ -273,6 +275,12 @@ def _load_meta(directory: Path) -> dict[str, Any]:
 
 def load_dump(directory: str | Path) -> tuple[bytes, VdsoLayout]:
     """(image bytes, layout) of a `dump-vdso` directory; the layout's source is "dump"."""
+    image = dump_image(directory)
+    return image, dump_layout(directory, image)
+
+
+def dump_image(directory: str | Path) -> bytes:
+    """The vDSO bytes of a dump, checked against the sha256 recorded in dump.json."""
     directory = Path(directory)
     meta = _load_meta(directory)
     image_path = directory / meta["vdso"]["file"]
@@ -282,9 +290,15 @@ def load_dump(directory: str | Path) -> tuple[bytes, VdsoLayout]:
         raise VdsoLayoutError(f"{image_path}: cannot read ({e.strerror}); dump again") from None
     if hashlib.sha256(image).hexdigest() != meta["vdso"]["sha256"]:
         raise VdsoLayoutError(f"{image_path}: sha256 differs from dump.json; dump again")
+    return image
+
+
+def dump_layout(directory: str | Path, image: bytes, elf: ELFFile | None = None) -> VdsoLayout:
+    """The layout of a dump's `image` (`elf`: the image already parsed), pages from the dump's
+    mappings."""
+    meta = _load_meta(Path(directory))
     maps = {k: (v["offset"], v["size"]) for k, v in meta["mappings"].items()}
-    layout = analyze(image, kernel_release=meta.get("kernel_release"), mappings=maps)
-    return image, layout
+    return analyze(image, kernel_release=meta.get("kernel_release"), mappings=maps, elf=elf)
 
 
 def dump_pages(directory: str | Path) -> dict[int, bytes]:

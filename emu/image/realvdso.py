@@ -101,10 +101,12 @@ def load_real(
 def load_dump_dir(directory: Path, *, name: str, cpu: str | None = None) -> Image:
     """A `vdsofuzz dump-vdso` directory -> Image (the running kernel already patched the
     alternatives; re-applying them for `cpu` keeps or refuses the kernel's choice)."""
-    from emu.image.dump import load_dump
+    from emu.image.dump import dump_image, dump_layout
 
-    data, layout = load_dump(directory)
-    image = load_real(data, name=name, path=directory, cpu=cpu, layout=layout)
+    data = dump_image(directory)
+    elf = open_elf(data, name)
+    layout = dump_layout(directory, data, elf)
+    image = load_real(data, name=name, path=directory, cpu=cpu, layout=layout, elf=elf)
     return replace(image, clock_seed=clock_seed(directory))
 
 
