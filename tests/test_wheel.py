@@ -78,3 +78,25 @@ def test_an_unsupported_unicorn_is_refused_with_the_range(monkeypatch, version):
     monkeypatch.setattr(binding.metadata, "version", lambda _name: version)
     with pytest.raises(UsageError, match=rf"unicorn {version} is not supported: .*>=2\.1\.1,<2\.2"):
         binding.check()
+
+
+def test_the_cli_refuses_an_unsupported_unicorn_in_one_line(tmp_path):
+    # A fresh interpreter that believes unicorn 2.0.1 is installed, then runs `fuzz`.
+    code = (
+        "import importlib.metadata as m, sys\n"
+        "real = m.version\n"
+        "m.version = lambda n: '2.0.1' if n == 'unicorn' else real(n)\n"
+        "from emu.cli import main\n"
+        "sys.exit(main(['fuzz', '--out', sys.argv[1]]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "vdsofuzz: unicorn 2.0.1 is not supported: vdsofuzz needs unicorn >=2.1.1,<2.2 "
+        "(pip install 'unicorn>=2.1.1,<2.2')"
+    ]

@@ -471,8 +471,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     try:
+        args = parser().parse_args(argv)  # may import the engine: an unsupported Unicorn
         return args.func(args)
     except UsageError as e:
         print(f"vdsofuzz: {e}", file=sys.stderr)
