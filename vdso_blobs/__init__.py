@@ -12,9 +12,11 @@ import json
 from contextlib import ExitStack
 from functools import cache
 from importlib import resources
-from importlib.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # importlib.abc's copy is deprecated from 3.12
+    from importlib.resources.abc import Traversable
 
 #: The image description `tools/build_blobs.py` writes.
 MANIFEST = "manifest.json"

@@ -20,6 +20,8 @@ SUPPORTED = ((2, 1, 1), (2, 2, 0))
 SUPPORTED_TEXT = ">=2.1.1,<2.2"
 #: Private names of the binding module the engine uses.
 MODULE_NAMES = ("uclib", "HOOK_CODE_CFUNC", "uc_hook_h")
+#: Private attributes of a `Uc` the engine uses (the engine handle, the hook error slot).
+INSTANCE_NAMES = ("_uch", "_hook_exception")
 
 
 class UnsupportedUnicorn(UsageError):
@@ -56,11 +58,14 @@ def check() -> None:
         raise _refuse("(not installed)") from None
     check_version(version)
     try:
-        from unicorn import Uc
+        from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
         from unicorn.unicorn_py3 import unicorn as binding
     except ImportError:
         raise _refuse(version) from None
     if not all(hasattr(binding, n) for n in MODULE_NAMES) or not hasattr(Uc, "mem_map_ptr"):
+        raise _refuse(version)
+    probe = Uc(UC_ARCH_X86, UC_MODE_64)  # the handle attributes exist only on an instance
+    if not all(hasattr(probe, n) for n in INSTANCE_NAMES):
         raise _refuse(version)
 
 
