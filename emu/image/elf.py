@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from host_model.vdso_data import VdsoDataSpec
 
 PAGE = PAGE_SIZE
+#: How an image's entry is called (see `emu.image.abi`).
+CallAbi = Literal["blob", "clock_gettime"]
 ARCHES = {"EM_X86_64": "x86_64", "EM_386": "i386"}
 
 
@@ -55,7 +57,7 @@ class Image:
     path: Path | None = None
     #: How the entry is called: "blob" (`uint64_t vdsofuzz_read(void)`) or "clock_gettime"
     #: (a real vDSO's `__vdso_clock_gettime(clockid, struct timespec *)`).
-    call_abi: str = "blob"
+    call_abi: CallAbi = "blob"
     #: Real vDSOs: where the clock pages and `vdso_data` are (None for project readers).
     layout: VdsoLayout | None = None
     #: Real vDSOs: the clock records the host fills so the pvclock path is taken.
