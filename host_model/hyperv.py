@@ -136,8 +136,10 @@ class HyperV(HostModel):
         The invalidating store (sequence = 0) depends on nothing new; the new scale depends
         only on the TSC frequency, which cannot change while vCPUs run (a retune parks the
         partition first); the offset, which depends on the instant, is planned after the
-        first store has been taken. With `ppm=0` and no retune the reference is unchanged:
-        scale and offset stay as they were and only the sequence moves.
+        first store has been taken. An update that neither corrects the rate (`ppm=0`) nor
+        changes the TSC (no `tsc_jump`, and `tsc_hz` equal to the frequency already in
+        force, as in every update after the first) leaves the reference as it was: scale
+        and offset stay the same and only the sequence moves.
         """
         old = cur = self.page
         if self.invalidate:
