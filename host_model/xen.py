@@ -9,6 +9,11 @@ vCPU from reading another vCPU's record mid-update. Each pCPU's calibration also
 its own small error, so records of different vCPUs may disagree by a few ns (`skew_ns`).
 The stable bit (XEN_PVCLOCK_TSC_STABLE_BIT, Xen 4.8+) is set when Xen deems the TSC
 reliable.
+
+A round is one lazy update per vCPU, merged one step each in turn (`interleave=1`) or one
+after the other; each vCPU's record is computed just after its own version is made odd,
+from the clock at that instant, never at the round's start (so no update republishes the
+record it replaces).
 """
 
 from __future__ import annotations
