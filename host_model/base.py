@@ -2,8 +2,25 @@
 
 Each `HostStep` is one indivisible host action that the scheduler can place between guest
 instructions: one store into a shared page, parking or resuming vCPUs, retuning a TSC.
-The model computes each step's values when the step is taken, from the logical time it is
-given, so a host update reads the clock at the moment the schedule runs it.
+
+When values are computed. The executor asks a host for its next step (`next()` on the
+generator) right after taking the previous one, at boot included, and may hold that step
+for any number of guest steps before taking it. So the rule every model keeps is:
+
+- a step that opens an update depends only on what is already published and on the
+  model's parameters, never on `view.t`: the store that makes the version odd (seqlock),
+  bumps it by two (legacy copy) or invalidates the sequence (Hyper-V), a park, a retune;
+- the update's new record (system_time, tsc_timestamp, the Hyper-V offset, the vdso_data
+  anchor) is planned only after the update's first store into that record has been
+  taken: the generator computes it when it is resumed for the following step, with
+  `view.t` one past the logical time that store ran at (`writer.planned`);
+- a host that interleaves the updates of several records (Xen) advances each record's
+  generator right after that record's own step is taken (`writer.round_robin`), so each
+  record is planned just after its own first store.
+
+A model whose update can leave a record unchanged says so in its docstring (Hyper-V with
+`ppm=0` and no TSC change; a vdso_data writer without a seqlock plans its anchor when its
+first store is asked for).
 """
 
 from __future__ import annotations

@@ -122,29 +122,45 @@ class HyperV(HostModel):
                     "every vCPU's TSC retuned",
                     tsc=tuple(TscChange(v, self.tsc_hz or None, self.tsc_jump) for v in everyone),
                 )
-            old = self.page
-            base = scale_for(view.clock.hz(0, view.t))
-            scale = base + base * self.ppm * k // 1_000_000
-            tsc = view.clock.tsc(0, view.t)
-            if retune:
-                new = reference(view.clock, view.t, next_sequence(old.tsc_sequence), scale)
-            else:
-                # Continuous with the old reference at this instant, at the corrected rate.
-                offset = old.ns100_at(tsc) - ((tsc * scale) >> 64)
-                new = HvTsc(next_sequence(old.tsc_sequence), scale, offset)
-            cur = old
-            if self.invalidate:
-                cur = replace(old, tsc_sequence=INVALID_SEQUENCE)
-                yield self._step(store("tsc_sequence", old, cur), cur)
-            for name in ("tsc_scale", "tsc_offset"):
-                nxt = replace(cur, **{name: getattr(new, name)})
-                if nxt != cur:
-                    yield self._step(store(name, cur, nxt))
-                cur = nxt
-            yield self._step(store("tsc_sequence", cur, new), new)
-            self.page = new
+            yield from self.update(view, k, retune)
             if parked:
                 yield HostStep("the partition resumes", unpark=parked)
+
+    def update(self, view: HostView, k: int, retune: bool) -> Iterator[HostStep]:
+        """The `k`th recomputation of the page, its fields planned after its first store.
+
+        The invalidating store (sequence = 0) depends on nothing new; the new scale depends
+        only on the TSC frequency, which cannot change while vCPUs run (a retune parks the
+        partition first); the offset, which depends on the instant, is planned after the
+        first store has been taken. An update that neither corrects the rate (`ppm=0`) nor
+        changes the TSC (no `tsc_jump`, and `tsc_hz` equal to the frequency already in
+        force, as in every update after the first) leaves the reference as it was: scale
+        and offset stay the same and only the sequence moves.
+        """
+        old = cur = self.page
+        if self.invalidate:
+            cur = replace(old, tsc_sequence=INVALID_SEQUENCE)
+            yield self._step(store("tsc_sequence", old, cur), cur)
+        base = scale_for(view.clock.hz(0, view.t))
+        scale = base + base * self.ppm * k // 1_000_000
+        if scale != cur.tsc_scale:
+            nxt = replace(cur, tsc_scale=scale)
+            yield self._step(store("tsc_scale", cur, nxt))
+            cur = nxt
+        # Planned now: just after this update's first store (or the park/retune before it).
+        tsc = view.clock.tsc(0, view.t)
+        if retune:
+            offset = reference(view.clock, view.t, 0, scale).tsc_offset
+        else:
+            # Continuous with the old reference at this instant, at the corrected rate.
+            offset = old.ns100_at(tsc) - ((tsc * scale) >> 64)
+        if offset != cur.tsc_offset:
+            nxt = replace(cur, tsc_offset=offset)
+            yield self._step(store("tsc_offset", cur, nxt))
+            cur = nxt
+        new = replace(cur, tsc_sequence=next_sequence(old.tsc_sequence))
+        yield self._step(store("tsc_sequence", cur, new), new)
+        self.page = new
 
     @staticmethod
     def _step(w: PageWrite, publish: HvTsc | None = None) -> HostStep:

@@ -8,10 +8,10 @@ guest code — including readers that use vCPU 0's page from vCPU 1.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import ClassVar
 
 from host_model.base import HostModel, HostStep, HostView, Param, TscChange
-from host_model.pvti import Pvti
-from host_model.writer import initial_writes, republish, seqlock_update, snapshot
+from host_model.writer import SEQLOCK, StoreProtocol, initial_writes, republish, snapshot
 
 
 class Kvm(HostModel):
@@ -24,14 +24,12 @@ class Kvm(HostModel):
         Param("tsc_jump", 0, "TSC offset jump (cycles) of the updated vCPU at each update"),
         Param("park", 1, "1: the updated vCPU is out of guest mode during its update"),
     )
+    #: The stores that publish a new record over the old one (subclasses change this).
+    protocol: ClassVar[StoreProtocol] = SEQLOCK
 
     def setup(self, view: HostView) -> HostStep:
         self.pvti = [snapshot(view.clock, v, view.t, version=2) for v in range(view.vcpus)]
         return initial_writes(self.pvti)
-
-    def write(self, vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
-        """The stores that publish `new` over `old` in `vcpu`'s slot (subclasses change this)."""
-        return seqlock_update(vcpu, old, new)
 
     def targets(self, view: HostView) -> list[int]:
         return list(range(view.vcpus)) if self.vcpu < 0 else [self.vcpu % view.vcpus]
@@ -46,7 +44,7 @@ class Kvm(HostModel):
                 f"vcpu{vcpu} TSC retuned",
                 tsc=(TscChange(vcpu, self.tsc_hz or None, self.tsc_jump),),
             )
-        yield from republish(self.pvti, vcpu, view, protocol=self.write)
+        yield from republish(self.pvti, vcpu, view, protocol=self.protocol)
         if parked:
             yield HostStep(f"vcpu{vcpu} re-enters the guest", unpark=parked)
 

@@ -13,17 +13,11 @@ even version, as `kvm` models.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from host_model.base import HostStep
 from host_model.kvm import Kvm
-from host_model.pvti import Pvti
-from host_model.writer import legacy_copy
+from host_model.writer import LEGACY_COPY
 
 
 class KvmLegacyCopy(Kvm):
     name = "kvm-legacy-copy"
     summary = "KVM before 2016: version += 2, then the whole struct copied (never odd)"
-
-    def write(self, vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
-        return legacy_copy(vcpu, old, new)
+    protocol = LEGACY_COPY

@@ -19,7 +19,7 @@ Pure: the record layout comes in as a plain dict of field offsets (from DWARF or
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from host_model.base import HostStep, HostView, PageWrite
@@ -125,20 +125,29 @@ ANCHOR_LAG_NS = 1_000
 
 
 def timekeeping_update(
-    spec: VdsoDataSpec, anchor_ns: int, seq: int, *, bump_seq: bool = True
+    spec: VdsoDataSpec, anchor: Callable[[], int], seq: int, *, bump_seq: bool = True
 ) -> Iterator[HostStep]:
     """The guest kernel's timekeeping update of every clock record (`update_vsyscall`):
-    seq made odd, `cycle_last` and every `basetime` moved to `anchor_ns`, seq made even —
+    seq made odd, `cycle_last` and every `basetime` moved to the anchor, seq made even —
     each store a separate step. The transform stays the identity, so a read that takes
     one consistent record returns the pvclock time; a read that mixes two does not.
-    `bump_seq=False` models a writer that forgets the seqlock."""
-    sec, nsec = divmod(anchor_ns, NS_PER_S)
-    entry = sec.to_bytes(8, "little") + nsec.to_bytes(8, "little")
+
+    `anchor()` gives the new anchor (ns); it is called once, after the first store (seq
+    made odd) has been taken, so the anchor is the time the update started, not the time
+    the step was first asked for. `bump_seq=False` models a writer that forgets the
+    seqlock: its first store is `cycle_last` itself, so the anchor is taken when that
+    store is asked for (the anchor only has to lie before later reads; any value in the
+    past gives the same times through the identity transform)."""
+    anchor_ns: int | None = None
     for i, rec in enumerate(spec.records):
         label = f"vdso_data[{i}]"
         fields = spec.fields
         if bump_seq and "seq" in fields:
             yield _store(spec, rec, "seq", seq + 1, label)
+        if anchor_ns is None:
+            anchor_ns = anchor()
+        sec, nsec = divmod(anchor_ns, NS_PER_S)
+        entry = sec.to_bytes(8, "little") + nsec.to_bytes(8, "little")
         yield _store(spec, rec, "cycle_last", anchor_ns, label)
         base = fields.get("basetime")
         if base is not None:
@@ -160,7 +169,10 @@ def _store(spec: VdsoDataSpec, rec: int, name: str, value: int, label: str) -> H
 def timekeeping(
     spec: VdsoDataSpec, view: HostView, updates: int, *, bump_seq: bool = True
 ) -> Iterator[HostStep]:
-    """`updates` timekeeping updates, each anchored at the time it starts."""
+    """`updates` timekeeping updates, each anchored at the time its first store ran."""
+
+    def anchor() -> int:
+        return view.clock.ns(view.t) - ANCHOR_LAG_NS
+
     for k in range(updates):
-        anchor = view.clock.ns(view.t) - ANCHOR_LAG_NS
         yield from timekeeping_update(spec, anchor, 2 * k, bump_seq=bump_seq)

@@ -3,12 +3,16 @@
 `seqlock_update` is the correct protocol (KVM since 2016, Xen): version made odd, body
 stored field by field, version made even. `legacy_copy` is KVM's behaviour before that
 fix: the version is bumped by two in the host's copy, then the whole struct is copied in
-memory order, so the version the guest sees is never odd.
+memory order, so the version the guest sees is never odd. Each is a `StoreProtocol`: its
+opening store depends only on the published record, so `planned`/`republish` compute the
+new record only once the opening has been taken (the rule in `host_model.base`).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache, wraps
 
 from host_model.base import HostStep, HostView, PageWrite, Publish
@@ -78,10 +82,22 @@ def _step(w: PageWrite, publish: tuple[Publish, ...] = ()) -> HostStep:
     return HostStep(f"{w.label} {w.old:#x} -> {w.new:#x}", writes=(w,), publish=publish)
 
 
-StoreSequence = Callable[[int, Pvti, Pvti], Iterator[HostStep]]
+@dataclass(frozen=True)
+class StoreProtocol:
+    """How a host stores a new pvti over an old one, in two parts.
+
+    `opening(vcpu, old)` is the first store; it depends only on the published record, so a
+    host can take it before it knows the new one. `sequence(vcpu, old, new)` is the whole
+    store sequence, its first step equal to the opening.
+    """
+
+    opening: Callable[[int, Pvti], HostStep]
+    sequence: Callable[[int, Pvti, Pvti], Iterator[HostStep]]
 
 
-def _reused(protocol: StoreSequence) -> StoreSequence:
+def _reused(
+    protocol: Callable[[int, Pvti, Pvti], Iterator[HostStep]],
+) -> Callable[[int, Pvti, Pvti], Iterator[HostStep]]:
     """`protocol` with its steps kept: they depend only on (vcpu, old, new), and a host
     republishes the same records at the same logical times across runs (steps are
     immutable, so sharing them is invisible)."""
@@ -94,11 +110,17 @@ def _reused(protocol: StoreSequence) -> StoreSequence:
     return cached
 
 
+@lru_cache(maxsize=1024)
+def seqlock_opening(vcpu: int, old: Pvti) -> HostStep:
+    """version = (version + 1) | 1: the store that tells readers an update is under way."""
+    return _step(store(vcpu, "version", old, old.with_(version=(old.version + 1) | 1)))
+
+
 @_reused
 def seqlock_update(vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
     """version = (version + 1) | 1; body; version += 1 — each store a separate step."""
     odd = old.with_(version=(old.version + 1) | 1)
-    yield _step(store(vcpu, "version", old, odd))
+    yield seqlock_opening(vcpu, old)
     cur = odd
     for name in BODY_FIELDS:
         nxt = cur.with_(**{name: getattr(new, name)})
@@ -107,6 +129,12 @@ def seqlock_update(vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
         cur = nxt
     final = new.with_(version=odd.version + 1)
     yield _step(store(vcpu, "version", cur, final), (Publish(slot_key(vcpu), final),))
+
+
+@lru_cache(maxsize=1024)
+def legacy_opening(vcpu: int, old: Pvti) -> HostStep:
+    """The copy's first store: the version, already bumped by two."""
+    return _step(store(vcpu, "version", old, old.with_(version=old.version + 2)))
 
 
 @_reused
@@ -127,19 +155,70 @@ def legacy_copy(vcpu: int, old: Pvti, new: Pvti) -> Iterator[HostStep]:
         cur = nxt
 
 
+SEQLOCK = StoreProtocol(seqlock_opening, seqlock_update)
+LEGACY_COPY = StoreProtocol(legacy_opening, legacy_copy)
+
+
+def planned(
+    protocol: StoreProtocol, vcpu: int, old: Pvti, plan: Callable[[], Pvti]
+) -> Iterator[HostStep]:
+    """`protocol`'s stores of a new record over `old`, the new record computed by `plan()`
+    only once the opening store has been taken.
+
+    The executor asks for a host's next step right after taking the previous one and may
+    hold it for many guest steps before taking it; the opening does not depend on the new
+    record, so the record is planned at the logical time just after the opening ran.
+    """
+    opening = protocol.opening(vcpu, old)
+    yield opening
+    steps = tuple(protocol.sequence(vcpu, old, plan()))
+    if steps[0].writes != opening.writes:
+        raise AssertionError(f"{protocol.sequence.__name__}: first store is not the opening")
+    rest = steps[1:]
+    if rest:
+        yield from rest
+    elif steps[0].publish:
+        # Only the opening changed anything (the new record equals the old one but for the
+        # version): the record is published once the opening is in place.
+        yield HostStep(f"vcpu{vcpu} record published", publish=steps[0].publish)
+
+
 def republish(
     pvtis: list[Pvti],
     vcpu: int,
     view: HostView,
     *,
     stable: bool = True,
-    protocol: StoreSequence = seqlock_update,
+    protocol: StoreProtocol = SEQLOCK,
+    plan: Callable[[], Pvti] | None = None,
 ) -> Iterator[HostStep]:
-    """Recompute `vcpu`'s pvti from the clock now and store it with `protocol`, step by
-    step; `pvtis[vcpu]` follows what the guest can see as published."""
+    """Store a new pvti for `vcpu` with `protocol`, step by step; `pvtis[vcpu]` follows
+    what the guest can see as published. The new record is `plan()` (default: recomputed
+    from the clock), planned once the protocol's opening store has been taken."""
     old = pvtis[vcpu]
-    new = snapshot(view.clock, vcpu, view.t, old.version, stable=stable)
-    for step in protocol(vcpu, old, new):
+
+    def now() -> Pvti:
+        return snapshot(view.clock, vcpu, view.t, old.version, stable=stable)
+
+    for step in planned(protocol, vcpu, old, plan or now):
         yield step
         if step.publish:
             pvtis[vcpu] = step.publish[0].snapshot
+
+
+def round_robin(updates: list[Iterator[HostStep]]) -> Iterator[HostStep]:
+    """The steps of several updates interleaved, one step of each in turn (an update that
+    has ended drops out). Each update is advanced right after its own step has been taken,
+    so whatever it computes after a step (its planned record) it computes at that moment,
+    not when another update's step comes up."""
+    queue: deque[tuple[HostStep, Iterator[HostStep]]] = deque()
+    for it in updates:
+        first = next(it, None)
+        if first is not None:
+            queue.append((first, it))
+    while queue:
+        step, it = queue.popleft()
+        yield step
+        nxt = next(it, None)
+        if nxt is not None:
+            queue.append((nxt, it))

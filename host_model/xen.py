@@ -9,6 +9,11 @@ vCPU from reading another vCPU's record mid-update. Each pCPU's calibration also
 its own small error, so records of different vCPUs may disagree by a few ns (`skew_ns`).
 The stable bit (XEN_PVCLOCK_TSC_STABLE_BIT, Xen 4.8+) is set when Xen deems the TSC
 reliable.
+
+A round is one lazy update per vCPU, merged one step each in turn (`interleave=1`) or one
+after the other; each vCPU's record is computed just after its own version is made odd,
+from the clock at that instant, never at the round's start (so no update republishes the
+record it replaces).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Iterator
 
 from host_model.base import HostModel, HostStep, HostView, Param
 from host_model.pvti import Pvti
-from host_model.writer import initial_writes, seqlock_update, snapshot
+from host_model.writer import initial_writes, republish, round_robin, snapshot
 
 
 class Xen(HostModel):
@@ -39,28 +44,22 @@ class Xen(HostModel):
         self.pvti = [self.record(view, v, 2) for v in range(view.vcpus)]
         return initial_writes(self.pvti)
 
-    def update(self, view: HostView, vcpu: int) -> list[HostStep]:
-        """One vCPU's update as a list of steps (computed from the clock at the round's start)."""
-        steps = list(seqlock_update(vcpu, self.pvti[vcpu], self.record(view, vcpu, 0)))
+    def update(self, view: HostView, vcpu: int) -> Iterator[HostStep]:
+        """One vCPU's update; its record is planned once its opening store has been taken."""
+        me = frozenset({vcpu})
         if self.park:
-            me = frozenset({vcpu})
-            steps = (
-                [HostStep(f"vcpu{vcpu} is descheduled for its update", park=me)]
-                + steps
-                + [HostStep(f"vcpu{vcpu} runs again", unpark=me)]
-            )
-        return steps
+            yield HostStep(f"vcpu{vcpu} is descheduled for its update", park=me)
+        yield from republish(
+            self.pvti, vcpu, view, plan=lambda: self.record(view, vcpu, self.pvti[vcpu].version)
+        )
+        if self.park:
+            yield HostStep(f"vcpu{vcpu} runs again", unpark=me)
 
     def steps(self, view: HostView) -> Iterator[HostStep]:
         for _ in range(self.updates):
-            seqs = [self.update(view, v) for v in range(view.vcpus)]
-            if not self.interleave:
-                order = [s for seq in seqs for s in seq]
+            updates = [self.update(view, v) for v in range(view.vcpus)]
+            if self.interleave:
+                yield from round_robin(updates)
             else:
-                order = []
-                for i in range(max(len(s) for s in seqs)):
-                    order += [seq[i] for seq in seqs if i < len(seq)]
-            for step in order:
-                yield step
-                for pub in step.publish:
-                    self.pvti[int(pub.key.removeprefix("pvti"))] = pub.snapshot
+                for update in updates:
+                    yield from update

@@ -55,15 +55,20 @@ def test_bench_quick_json_has_the_keys():
 
 
 def test_native_stress_finds_bug_no_retry():
-    res = ns.run("bug-no-retry", writer="seqlock", rate=0, timeout=20)
-    assert res["violation"] == "consistent"
+    res = ns.run("bug-no-retry", writer="seqlock", rate=0, timeout=60, updates=10_000_000)
+    # A torn read is caught as inconsistent, or, when the writer lapped the record ring
+    # before it could be checked, by the next read that returns less.
+    assert res["violation"] in ("consistent", "monotonic"), res
     assert res["reads"] > 0
 
 
 def test_native_stress_passes_a_correct_reader():
-    res = ns.run("modern", writer="seqlock", rate=0, timeout=0.5)
+    # A fixed amount of work, not a rate: the writer keeps updating until it has made
+    # 20,000 updates and the readers 20,000 reads meanwhile, whatever the machine's load
+    # (the timeout is only a safety net).
+    res = ns.run("modern", writer="seqlock", rate=0, timeout=300, readers=2, updates=20_000)
     assert res["violation"] is None, res["detail"]
-    assert res["reads"] > 1000 and res["updates"] > 100
+    assert res["updates"] >= 20_000 and res["reads"] >= 20_000, res
 
 
 def test_native_stress_rejects_i386_and_unknown_writers():

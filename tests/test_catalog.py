@@ -8,26 +8,16 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from emu.cli import main
+from emu.engine.scenario import Scenario
 from emu.image.loader import load as load_image
 from emu.search import catalog
 from emu.search.catalog import CatalogError, Result
+from emu.search.fuzz import Campaign
 from host_model.registry import HOSTS
 
 ENTRIES = catalog.load()
 BY_NAME = {e.name: e for e in ENTRIES}
 VIOLATIONS = [e for e in ENTRIES if e.expect == "violation"]
-
-
-def find(image: str, host: str, *, vcpus: int = 2, **opts) -> list[catalog.Entry]:
-    out = []
-    for e in ENTRIES:
-        sc = e.scenario
-        if (sc.image, sc.host, sc.vcpus) != (image, host, vcpus):
-            continue
-        if any(getattr(sc, k) != v for k, v in opts.items()):
-            continue
-        out.append(e)
-    return out
 
 
 # --- the shipped catalog ----------------------------------------------------------------
@@ -41,33 +31,36 @@ def test_every_entry_names_a_known_host_and_a_loadable_image():
         assert len(e.why) > 20, f"{e.name}: say why this verdict is expected"
 
 
-@pytest.mark.parametrize("host", ["kvm", "kvm-masterclock", "kvm-migration-parked", "xen"])
-def test_modern_is_expected_to_pass_the_correct_hosts(host):
-    rows = [e for e in find("modern", host) if not e.scenario.host_params]
-    assert rows and all(e.expect == "pass" for e in rows)
+#: The verdicts the brief states, each run here (not read from the catalog): (image, host,
+#: scenario options, the verdict, its oracle).
+BRIEF = [
+    ("modern", "kvm", {}, "pass", None),
+    ("modern", "kvm-masterclock", {}, "pass", None),
+    ("modern", "kvm-migration-parked", {}, "pass", None),
+    ("modern", "xen", {}, "pass", None),
+    # KVM before 2016: a reader on vCPU 1 takes a torn copy of vCPU 0's page...
+    ("modern", "kvm-legacy-copy", {}, "violation", "consistent"),
+    # ...which a lone vCPU cannot see (it is out of guest mode while its page is copied).
+    ("modern", "kvm-legacy-copy", {"vcpus": 1}, "pass", None),
+    # The seed thread: vCPU 1 resumed on the destination before vCPU 0's page is current.
+    ("modern", "kvm-migration", {}, "violation", "accurate"),
+    ("modern", "unsynced-tsc", {}, "violation", "monotonic"),
+    ("bug-unfenced-rdtsc", "kvm", {"speculative_tsc": True}, "violation", "consistent"),
+    ("modern", "kvm", {"speculative_tsc": True}, "pass", None),
+    ("percpu", "unsynced-tsc", {"task_migration": True}, "violation", None),
+    ("percpu", "kvm", {"task_migration": True}, "pass", None),
+]
 
 
-def test_expected_violations_of_the_brief():
-    (legacy,) = find("modern", "kvm-legacy-copy")
-    assert (legacy.expect, legacy.oracle) == ("violation", "consistent")
-    (single,) = find("modern", "kvm-legacy-copy", vcpus=1)
-    assert single.expect == "pass"
-    jump = [e for e in find("modern", "kvm-migration") if "tsc_jump" not in e.scenario.host_params]
-    assert jump and all(e.expect == "violation" for e in jump)
-    (unsynced,) = find("modern", "unsynced-tsc")
-    assert (unsynced.expect, unsynced.oracle) == ("violation", "monotonic")
-    (spec,) = find("bug-unfenced-rdtsc", "kvm", speculative_tsc=True)
-    assert spec.expect == "violation"
-    (fenced,) = find("modern", "kvm", speculative_tsc=True)
-    assert fenced.expect == "pass"
-    migr = find("percpu", "unsynced-tsc", task_migration=True)
-    assert migr and migr[0].expect == "violation"
-    assert find("percpu", "kvm", task_migration=True)[0].expect == "pass"
-
-
-def test_reference_entries_cover_both_page_families():
-    refs = {e.scenario.image for e in ENTRIES if e.reference}
-    assert refs == {"modern", "hyperv"}
+@pytest.mark.parametrize(("image", "host", "opts", "verdict", "oracle"), BRIEF)
+def test_the_verdicts_the_brief_states(image, host, opts, verdict, oracle):
+    sc = Scenario(image=image, host=host, **opts)
+    out = Campaign(sc).fuzz(strategy="random", seed=0, max_schedules=400)
+    if verdict == "pass":
+        assert out.finding is None and out.schedules == 400
+    else:
+        assert out.finding is not None, f"{image} against {host} {opts}: no violation"
+        assert oracle is None or out.finding.oracle == oracle
 
 
 # --- parsing -----------------------------------------------------------------------------

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from conftest import needs_running_vdso
 
 from emu.engine.decode import capstone_for
+from emu.engine.executor import Executor
+from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Default
+from emu.image.dump import dump_running_vdso
+from emu.image.loader import BLOBS_DIR
 from emu.search.random import RandomWalk
 from emu.search.replay import Replay
 from host_model.pvti import pvclock_ns
@@ -42,14 +49,52 @@ def test_quiescent_reads_give_the_formula_at_the_tsc_read(make_executor, image):
         assert 0 <= run.clock.ns(used[0].t) - r.value <= 1
 
 
-@pytest.mark.parametrize("image", IMAGES)
-def test_fast_and_stepping_modes_agree_on_random_schedules(make_executor, image):
-    ex = make_executor(image, host_params={"updates": 2})
-    # 7 images x 300 seeds: over two thousand schedules, each run both ways
-    for seed in range(300):
+def _families() -> list[str]:
+    """Every bundled reader family (x86-64 gcc -O2 build), from the manifest."""
+    manifest = json.loads((BLOBS_DIR / "manifest.json").read_text())
+    return sorted({img["reader"] for img in manifest["images"]})
+
+
+#: What each family's run needs beyond the common host: its own page (Hyper-V), task
+#: migration (the per-CPU readers' window), an unfenced rdtsc that may run early.
+_NEEDS: dict[str, dict[str, object]] = {
+    "hyperv": {"host": "hyperv", "host_params": {"updates": 2}},
+    "percpu": {"task_migration": True},
+    "percpu-rdpid": {"task_migration": True},
+    "bug-percpu-no-recheck": {"task_migration": True},
+    "bug-unfenced-rdtsc": {"speculative_tsc": True},
+}
+#: Every family, plus i386 builds of a vCPU-0 reader and a per-CPU reader.
+EQUIVALENCE = _families() + ["modern-i386", "percpu-rdpid-i386"]
+
+
+def _fast_and_stepping_agree(ex, seeds: range) -> None:
+    for seed in seeds:
         fast = ex.run(RandomWalk(seed, preempt=0.3))
         stepped = ex.run(RandomWalk(seed, preempt=0.3), observer=lambda kind, data: None)
         assert fast.outcome() == stepped.outcome(), f"seed {seed}"
+
+
+def test_the_equivalence_test_covers_every_reader_family():
+    assert len(_families()) == 13
+    assert set(_families()) <= set(EQUIVALENCE)
+
+
+@pytest.mark.parametrize("image", EQUIVALENCE)
+def test_fast_and_stepping_modes_agree_on_random_schedules(make_executor, image):
+    family = image.removesuffix("-i386")
+    kw: dict[str, object] = {"host_params": {"updates": 2, "vcpu": -1, "park": 0}}
+    kw.update(_NEEDS.get(family, {}))
+    ex = make_executor(image, **kw)
+    # 15 images x 100 seeds: 1,500 schedules, each run both ways
+    _fast_and_stepping_agree(ex, range(100))
+
+
+@needs_running_vdso
+def test_fast_and_stepping_modes_agree_on_the_running_kernels_vdso(tmp_path):
+    dump = dump_running_vdso(tmp_path)
+    sc = Scenario(image=str(dump), host="kvm", host_params={"updates": 2, "park": 0})
+    _fast_and_stepping_agree(Executor(sc), range(40))
 
 
 def test_replay_of_recorded_choices_is_identical(make_executor):

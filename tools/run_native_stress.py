@@ -105,12 +105,16 @@ def run(
     timeout: float = 60.0,
     readers: int = 2,
     slots: int = 1,
+    updates: int = 0,
 ) -> dict:
-    """Run the native stress once; the harness' JSON result plus the image name."""
+    """Run the native stress once; the harness' JSON result plus the image name.
+    `updates` > 0: a fixed amount of work, not a time: stop once the writer has made that
+    many updates and the readers that many reads while it wrote (the timeout still bounds
+    it)."""
     if writer not in ("seqlock", "legacy"):
         raise NativeError(f"writer must be seqlock or legacy, not {writer!r}")
     binary = build(image)
-    cmd = [str(binary), writer, str(rate), str(timeout), str(readers), str(slots)]
+    cmd = [str(binary), writer, str(rate), str(timeout), str(readers), str(slots), str(updates)]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30)
     except subprocess.TimeoutExpired:
@@ -133,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds before giving up")
     p.add_argument("--readers", type=int, default=2, help="reader threads")
     p.add_argument("--slots", type=int, default=1, help="pvti slots the writer updates")
+    p.add_argument(
+        "--updates", type=int, default=0, help="stop after this many updates and reads (0: never)"
+    )
     a = p.parse_args(argv)
     try:
         res = run(
@@ -142,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout=a.timeout,
             readers=a.readers,
             slots=a.slots,
+            updates=a.updates,
         )
     except NativeError as e:
         print(f"run_native_stress: {e}", file=sys.stderr)

@@ -24,9 +24,12 @@
  *   monotonic   a read never returns less than a read that finished before it started,
  *               across all reader threads.
  *
- * Usage: native_stress WRITER RATE_HZ TIMEOUT_S READERS SLOTS
+ * Usage: native_stress WRITER RATE_HZ TIMEOUT_S READERS SLOTS [UPDATES]
  *   WRITER seqlock|legacy, RATE_HZ 0 = tight loop, SLOTS = pvti slots the writer updates
- *   (1: vCPU 0's only).  Prints one JSON object.
+ *   (1: vCPU 0's only), UPDATES: a fixed amount of work instead of a time: the writer
+ *   keeps updating until it has made UPDATES updates and the readers UPDATES reads between
+ *   them, so every counted read ran while the writer was writing (0 or absent: run until
+ *   TIMEOUT_S, which also bounds a run with UPDATES).  Prints one JSON object.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -85,6 +88,13 @@ static struct record ring[RING];
 static uint64_t gen;		/* ring[gen % RING] is the current record */
 static uint64_t tsc0;
 static int stop;
+static int writer_done;
+static int nreaders;
+/* Reads made so far by each reader, on its own cache line (the writer sums them). */
+static struct {
+	uint64_t n;
+	char pad[56];
+} live_reads[64];
 static uint64_t max_done;	/* the largest value of a finished read */
 static uint64_t total_reads, unchecked;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -161,6 +171,7 @@ struct writer_args {
 	int legacy;
 	long rate;
 	int slots;
+	uint64_t updates;	/* 0: until stopped; else updates and reads to make */
 };
 
 static void *writer(void *arg)
@@ -185,6 +196,13 @@ static void *writer(void *arg)
 		}
 		g++;
 		__atomic_store_n(&gen, g, __ATOMIC_RELEASE);
+		if (w->updates && g >= w->updates) {
+			uint64_t reads = 0;
+			for (int i = 0; i < nreaders; i++)
+				reads += __atomic_load_n(&live_reads[i].n, __ATOMIC_RELAXED);
+			if (reads >= w->updates)
+				break;
+		}
 		if (w->rate > 0) {
 			next.tv_nsec += 1000000000L / w->rate;
 			while (next.tv_nsec >= 1000000000L) {
@@ -195,6 +213,7 @@ static void *writer(void *arg)
 				;
 		}
 	}
+	__atomic_store_n(&writer_done, 1, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -213,7 +232,7 @@ static int consistent(uint64_t value, uint64_t t0, uint64_t t1, uint64_t g0, uin
 
 static void *reader(void *arg)
 {
-	(void)arg;
+	int me = (int)(intptr_t)arg;
 	uint64_t reads = 0, skipped = 0;
 	while (!__atomic_load_n(&stop, __ATOMIC_ACQUIRE)) {
 		uint64_t before = __atomic_load_n(&max_done, __ATOMIC_ACQUIRE);
@@ -223,6 +242,7 @@ static void *reader(void *arg)
 		uint64_t t1 = rdtsc_fenced();
 		uint64_t g1 = __atomic_load_n(&gen, __ATOMIC_ACQUIRE);
 		reads++;
+		__atomic_store_n(&live_reads[me].n, reads, __ATOMIC_RELAXED);
 		if (g1 + 1 - g0 >= RING - 2) {
 			skipped++; /* the ring no longer holds every candidate record */
 		} else if (!consistent(value, t0, t1, g0, g1)) {
@@ -257,13 +277,16 @@ static void *reader(void *arg)
 
 int main(int argc, char **argv)
 {
-	if (argc != 6) {
-		fprintf(stderr, "usage: %s seqlock|legacy RATE_HZ TIMEOUT_S READERS SLOTS\n", argv[0]);
+	if (argc != 6 && argc != 7) {
+		fprintf(stderr, "usage: %s seqlock|legacy RATE_HZ TIMEOUT_S READERS SLOTS [UPDATES]\n",
+			argv[0]);
 		return 2;
 	}
-	struct writer_args w = {strcmp(argv[1], "legacy") == 0, atol(argv[2]), atoi(argv[5])};
+	struct writer_args w = {strcmp(argv[1], "legacy") == 0, atol(argv[2]), atoi(argv[5]),
+				argc == 7 ? strtoull(argv[6], NULL, 10) : 0};
 	double timeout = atof(argv[3]);
 	int readers = atoi(argv[4]);
+	nreaders = readers;
 	if ((!w.legacy && strcmp(argv[1], "seqlock") != 0) || readers < 1 || readers > 64 ||
 	    w.slots < 1 || w.slots > PAGE / SLOT) {
 		fprintf(stderr, "native_stress: bad arguments\n");
@@ -283,8 +306,9 @@ int main(int argc, char **argv)
 	pthread_t wt, rt[64];
 	pthread_create(&wt, NULL, writer, &w);
 	for (int i = 0; i < readers; i++)
-		pthread_create(&rt[i], NULL, reader, NULL);
-	while (!__atomic_load_n(&stop, __ATOMIC_ACQUIRE) && now_s() < timeout) {
+		pthread_create(&rt[i], NULL, reader, (void *)(intptr_t)i);
+	while (!__atomic_load_n(&stop, __ATOMIC_ACQUIRE) &&
+	       !__atomic_load_n(&writer_done, __ATOMIC_ACQUIRE) && now_s() < timeout) {
 		struct timespec d = {0, 1000000};
 		nanosleep(&d, NULL);
 	}
