@@ -1,6 +1,6 @@
 """Real kernel vDSOs as images: this machine's own `[vdso]` (dumped at test time), driven
-through `__vdso_clock_gettime` into the pvclock path; the Debian debug-package images when
-they happen to be present (never required)."""
+through `__vdso_clock_gettime` into the pvclock path; the Debian debug-package images that
+tools/fetch_vdso_samples.sh fetches (skipped with a reason where they are absent)."""
 
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def test_stripped_vdso_without_profile_exits_2(dump, tmp_path, capsys):
     assert "stripped vDSO" in err and "dump-vdso" in err
 
 
-# --- distribution images, when present (checked by hand; CI has none) -------------------
+# --- distribution images (tools/fetch_vdso_samples.sh; CI fetches them) -----------------
 
 
 @needs_samples
