@@ -46,13 +46,15 @@ have_series() { # is there a deb-<series>.N/ with both images?
 }
 
 updated=0
+cleanup=() # work directories (a failed run leaves no 300 MB package behind)
+trap 'rm -rf "${cleanup[@]}"' EXIT
 candidate() { # the package's candidate version, "" when apt does not know it
   apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print ($2 == "(none)" ? "" : $2)}'
 }
 pick() { # the package to fetch for a series
   local s=$1 pkg=${preferred[$1]}
   if [ -z "$(candidate "$pkg")" ] && [ $updated = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get update -qq >&2
     updated=1
   fi
   if [ -n "$(candidate "$pkg")" ]; then
@@ -73,7 +75,7 @@ fetch() { # download one series' package, keep its two images, delete the packag
   pkg=$(pick "$s")
   work=$(mktemp -d "${TMPDIR:-/tmp}/vdso-samples.XXXXXX")
   chmod 755 "$work" # apt downloads as its own user when it can
-  trap 'rm -rf "$work"' RETURN
+  cleanup+=("$work")
   (cd "$work" && apt-get download -qq "$pkg")
   deb=$(echo "$work"/*.deb)
   # The upstream kernel version, from the package's (6.1.192-2 -> 6.1.192).
