@@ -15,12 +15,14 @@ from emu.engine.executor import Executor
 from emu.engine.scenario import Scenario
 from emu.image.dump import read_maps
 
-#: Distribution debug-package vDSOs fetched by hand (never by the tests; CI has none).
+#: Distribution debug-package vDSOs: tools/fetch_vdso_samples.sh puts them here (CI runs it
+#: through tools/install_toolchain.sh); the tests never download them.
 SAMPLES = Path(os.environ.get("VDSOFUZZ_VDSO_SAMPLES", "~/vdso-samples")).expanduser()
 DEBIAN = sorted(SAMPLES.glob("deb-*/vdso*.so")) if SAMPLES.is_dir() else []
 #: For tests of the distribution samples: they run only where the samples are.
 needs_samples = pytest.mark.skipif(
-    not DEBIAN, reason="no distribution vDSO samples here (set VDSOFUZZ_VDSO_SAMPLES)"
+    not DEBIAN,
+    reason=f"no distribution vDSO samples in {SAMPLES} (run tools/fetch_vdso_samples.sh)",
 )
 #: For tests that dump this machine's own `[vdso]`.
 needs_running_vdso = pytest.mark.skipif(

@@ -1,6 +1,6 @@
 """Real kernel vDSOs as images: this machine's own `[vdso]` (dumped at test time), driven
-through `__vdso_clock_gettime` into the pvclock path; the Debian debug-package images when
-they happen to be present (never required)."""
+through `__vdso_clock_gettime` into the pvclock path; the Debian debug-package images that
+tools/fetch_vdso_samples.sh fetches (skipped with a reason where they are absent)."""
 
 from __future__ import annotations
 
@@ -159,7 +159,7 @@ def test_stripped_vdso_without_profile_exits_2(dump, tmp_path, capsys):
     assert "stripped vDSO" in err and "dump-vdso" in err
 
 
-# --- distribution images, when present (checked by hand; CI has none) -------------------
+# --- distribution images (tools/fetch_vdso_samples.sh; CI fetches them) -----------------
 
 
 @needs_samples
@@ -245,3 +245,23 @@ def test_timekeeping_needs_a_real_vdso():
 
     with pytest.raises(UsageError, match="needs a real vDSO"):
         Executor(Scenario(image="modern", timekeeping=1))
+
+
+@needs_samples
+@pytest.mark.parametrize("path", DEBIAN, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_debian_images_run_alike_in_the_lane_in_python_stepping_and_replay(path):
+    """Every way of running a real image gives the same run: the native lane (whose sites
+    hang off one range hook), every operation in Python, one instruction per engine call,
+    and a replay of the recorded choices; with a host that tears and guest timekeeping."""
+    from emu.search.replay import Replay
+
+    sc = Scenario(image=str(path), host="kvm-legacy-copy", timekeeping=1, reads=2)
+    lane, python = Executor(sc), Executor(sc, native=False)
+    assert lane.native
+    for seed in range(40):
+        a = lane.run(RandomWalk(seed, preempt=0.25))
+        assert a.outcome() == python.run(RandomWalk(seed, preempt=0.25)).outcome(), seed
+        if seed % 4 == 0:
+            stepped = lane.run(RandomWalk(seed, preempt=0.25), observer=lambda k, d: None)
+            assert stepped.outcome() == a.outcome(), seed
+        assert lane.run(Replay(a.choices)).outcome() == a.outcome(), seed

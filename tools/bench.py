@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,55 @@ def throughput(n: int, stepping_n: int) -> dict[str, Any]:
     return out
 
 
+# --- real vDSOs -------------------------------------------------------------------------
+
+#: The distribution vDSO samples (tools/fetch_vdso_samples.sh puts them here, as the tests
+#: expect them).
+SAMPLES = Path(os.environ.get("VDSOFUZZ_VDSO_SAMPLES", "~/vdso-samples")).expanduser()
+#: Rounds the real-vDSO row's schedules are split into, each image taking a share in turn,
+#: so a burst of load on a shared machine falls on every image alike.
+ROUNDS = 3
+
+
+def real_vdso(n: int) -> dict[str, Any]:
+    """Schedules/s of the `random` strategy on the reference workload with the bundled
+    `modern` reader and with each distribution sample image, and each one's ratio to
+    `modern` (the goal is >= 0.5)."""
+    paths = sorted(SAMPLES.glob("deb-*/vdso*.so")) if SAMPLES.is_dir() else []
+    if not paths:
+        return {"skipped": f"no samples in {SAMPLES} (tools/fetch_vdso_samples.sh)", "rows": []}
+    ref = reference()
+    images = {"modern": "modern"} | {f"{p.parent.name}/{p.name}": str(p) for p in paths}
+    runs: dict[str, tuple[Campaign, Executor]] = {}
+    for label, image in images.items():
+        ex = Executor(replace(ref, image=image))
+        ex.run(Default())  # warm the JIT
+        runs[label] = (Campaign(ex.scenario, ex), ex)
+    done = dict.fromkeys(images, 0)
+    seconds = dict.fromkeys(images, 0.0)
+    for k in range(ROUNDS):
+        share = n // ROUNDS + (1 if k < n % ROUNDS else 0)
+        for label, (c, _) in runs.items():
+            t = time.perf_counter()
+            o = c.fuzz(strategy="random", max_schedules=share, seed=k)
+            seconds[label] += time.perf_counter() - t
+            done[label] += o.schedules
+    rate = {label: done[label] / seconds[label] for label in images}
+    return {
+        "schedules": n,
+        "rows": [
+            {
+                "image": label,
+                "arch": runs[label][1].image.arch,
+                "sites": len(runs[label][1].sites),
+                "schedules_per_s": round(rate[label], 1),
+                "ratio_to_modern": round(rate[label] / rate["modern"], 2),
+            }
+            for label in images
+        ],
+    }
+
+
 # --- bugs -------------------------------------------------------------------------------
 
 
@@ -421,6 +471,23 @@ def render(r: dict[str, Any]) -> str:
         f"  per run, independent of the guest: host model {fl['host_model_us']} us, oracles "
         f"{fl['oracles_us']} us: at most {fl['max_schedules_per_s']} schedules/s"
     )
+    rv = r["real_vdso"]
+    lines.append("")
+    if rv.get("skipped"):
+        lines.append(f"real vDSOs: skipped ({rv['skipped']})")
+    else:
+        lines.append(
+            f"real vDSOs: random strategy, {rv['schedules']} schedules each, the throughput "
+            "workload with the image substituted"
+        )
+        lines.append(
+            f"  {'image':<24} {'arch':<7} {'sites':>5} {'schedules/s':>12} {'vs modern':>10}"
+        )
+        for row in rv["rows"]:
+            lines.append(
+                f"  {row['image']:<24} {row['arch']:<7} {row['sites']:>5} "
+                f"{row['schedules_per_s']:>12.0f} {row['ratio_to_modern']:>9.0%}"
+            )
     lines.append("")
     lines.append(
         f"bugs: median over {r['seeds']} seeds of the time / schedules to the first violation "
@@ -511,6 +578,9 @@ def main(argv: list[str] | None = None) -> int:
         "budget": budget,
     }
     r["throughput"] = throughput(200 if quick else 3000, 10 if quick else 100)
+    r["real_vdso"] = real_vdso(300 if quick else 3000)
+    if r["real_vdso"].get("skipped"):
+        notes.append(f"real-vDSO row skipped: {r['real_vdso']['skipped']}")
     bugs = []
     for spec in catalog_bugs():
         bugs.append(bug(spec, seeds, budget))

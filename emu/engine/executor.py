@@ -183,12 +183,8 @@ class Executor:
             cap=lane.CAPACITY,
             log=ctypes.cast(log, ctypes.POINTER(ctypes.c_uint64)),
         )
-        hook = ctypes.cast(lib.lane_hook, ctypes.c_void_p).value
         ref = ctypes.pointer(ls)
-        for addr, (site, how) in self._site_hooks.items():
-            rec = lane.site_state(ref, site, how)
-            m.keep(rec)
-            m.hook_native(addr, hook, ctypes.addressof(rec))
+        lane.hook_sites(m, lib, ref, self._site_hooks)
         for obj in (ls, ref, log, python):
             m.keep(obj)
         self._log = log

@@ -8,6 +8,12 @@
  * operation (t, kind, pc, arg), and emulates rdtsc/rdtscp/rdpid from the model's clock.
  * Anything else, or an exhausted budget, goes to the Python hook, which first settles the
  * log into the run. See emu/lane.py.
+ *
+ * The sites are reached through one Unicorn hook over their address range and a table
+ * (lane_table_hook), not one hook each: the engine walks its whole list of code hooks for
+ * every hooked instruction, and with an instruction limit (the executor's hang check) every
+ * instruction is hooked, so a real vDSO's hundreds of sites made each instruction cost
+ * hundreds of checks.
  */
 #include <stdint.h>
 
@@ -115,4 +121,17 @@ void lane_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *data)
     e[1] = (uint64_t)s->kind | decided;
     e[2] = addr;
     e[3] = arg;
+}
+
+typedef struct table {
+    uint64_t lo, n;
+    site_t **sites; /* sites[addr - lo], NULL where no site starts */
+} table_t;
+
+void lane_table_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *data)
+{
+    table_t *t = (table_t *)data;
+    uint64_t i = addr - t->lo;
+    if (i < t->n && t->sites[i])
+        lane_hook(uc, addr, size, t->sites[i]);
 }

@@ -23,8 +23,12 @@ import subprocess
 import tempfile
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emu.engine.decode import FENCE, LOAD, RDPID, TSC, TSCP, Site
+
+if TYPE_CHECKING:
+    from emu.engine.machine import Machine
 
 SOURCE = Path(__file__).with_name("lane.c")
 #: Site kinds as lane.c numbers them; anything else (syscalls) always goes to Python.
@@ -87,6 +91,16 @@ class SiteState(ctypes.Structure):
         ("fixed", ctypes.c_uint64),
         ("size", ctypes.c_int64),
         ("reg", ctypes.c_int64),
+    ]
+
+
+class Table(ctypes.Structure):
+    """lane.c's `table_t`: the site record for each address of a range (NULL for none)."""
+
+    _fields_ = [
+        ("lo", ctypes.c_uint64),
+        ("n", ctypes.c_uint64),
+        ("sites", ctypes.POINTER(ctypes.POINTER(SiteState))),
     ]
 
 
@@ -157,3 +171,31 @@ def site_state(
     elif site.kind == RDPID:
         s.reg = site.reg
     return s
+
+
+def hook_sites(
+    machine: Machine,
+    lib: ctypes.CDLL,
+    lane: ctypes.pointer,
+    sites: dict[int, tuple[Site, tuple[int, int, int, int, int] | int]],
+) -> None:
+    """Hook every site (address -> (site, how), as for `site_state`) with the lane.
+
+    One engine hook spans all the sites and finds each site's record in a table: Unicorn
+    walks its list of code hooks at every hooked instruction, and the executor's instruction
+    limit hooks every instruction, so one hook per site (a real i386 vDSO has ~450) cost
+    ~450 checks per instruction executed, the larger part of a run's time.
+    """
+    if not sites:
+        return
+    lo, hi = min(sites), max(sites)
+    slots = (ctypes.POINTER(SiteState) * (hi - lo + 1))()
+    for addr, (site, how) in sites.items():
+        rec = site_state(lane, site, how)
+        machine.keep(rec)
+        slots[addr - lo] = ctypes.pointer(rec)
+    table = Table(lo=lo, n=hi - lo + 1, sites=slots)
+    for obj in (slots, table):
+        machine.keep(obj)
+    hook = ctypes.cast(lib.lane_table_hook, ctypes.c_void_p).value
+    machine.hook_native(lo, hook, ctypes.addressof(table), end=hi)

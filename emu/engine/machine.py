@@ -157,9 +157,11 @@ class Machine:
         self._callbacks.append(cb)  # the engine holds only a raw pointer to it
         self.hook_native(addr, ctypes.cast(cb, ctypes.c_void_p).value, None)
 
-    def hook_native(self, addr: int, callback: int, data: int | None) -> None:
+    def hook_native(
+        self, addr: int, callback: int, data: int | None, end: int | None = None
+    ) -> None:
         """Call the C function at `callback` (a Unicorn code hook) with `data` before the
-        instruction at `addr` executes."""
+        instruction at `addr` executes (before every instruction in `addr..end` with `end`)."""
         handle = _ucmod.uc_hook_h()
         status = self._lib.uc_hook_add(
             self._h,
@@ -168,7 +170,7 @@ class Machine:
             ctypes.c_void_p(callback),
             ctypes.c_void_p(data),
             ctypes.c_uint64(addr),
-            ctypes.c_uint64(addr),
+            ctypes.c_uint64(addr if end is None else end),
         )
         if status:
             raise UcError(status)
