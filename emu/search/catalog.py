@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from emu.engine.scenario import ORACLES, Scenario
-from emu.errors import ScheduleError, UsageError
+from emu.errors import BAD_INPUT, ScheduleError, UsageError
 
 CATALOG = Path(__file__).resolve().parents[2] / "vdso_blobs" / "catalog.json"
 FORMAT = "vdsofuzz-catalog/1"
@@ -347,7 +347,7 @@ def run_entry(entry: Entry, out: Path | None) -> Result:
             f = outcome.finding
             if f is not None:
                 break
-    except (ValueError, RuntimeError) as e:
+    except BAD_INPUT as e:  # an image the scenario cannot run; any other error is ours
         res.message = f"{type(e).__name__}: {e}"
         res.elapsed = time.monotonic() - start
         return res

@@ -12,14 +12,14 @@ from emu.engine.executor import Executor
 from emu.engine.run import Run
 from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Scheduler
+from emu.errors import BAD_INPUT, InternalError
 from emu.oracles import Violation, judge
+from emu.search import STRATEGIES
 from emu.search.replay import Replay
 from emu.search.schedule import Finding, Schedule
 from emu.search.shrink import shrink
 from emu.search.strategy import Result, Strategy
 
-#: Every search strategy `fuzz` accepts; the first is the default.
-STRATEGIES = ("hypothesis", "random", "pct", "exhaustive")
 #: Runs a strategy may make when the caller gives no budget (exhaustive: until done).
 DEFAULT_BUDGET = {"exhaustive": 10**12}
 BUDGET = 10_000
@@ -61,9 +61,21 @@ class Campaign:
         self._start = time.monotonic()
 
     def run(self, scheduler: Scheduler) -> tuple[Run, list[Violation]]:
-        run = self.executor.run(scheduler)
-        self.count += 1
-        return run, judge(run, self.scenario)
+        """One run under `scheduler`, judged. An exception that is not bad input is a bug
+        of ours: it leaves as an InternalError carrying the choices made so far."""
+        run = None
+        try:
+            run = self.executor.run(scheduler)
+            self.count += 1
+            return run, judge(run, self.scenario)
+        except (*BAD_INPUT, InternalError):
+            raise
+        except Exception as e:
+            # A run that raised leaves its state on the executor: its choices so far.
+            st = self.executor.st
+            made = run.choices if run is not None else st.run.choices if st else []
+            schedule = Schedule(self.scenario, self.executor.image.sha256, tuple(made))
+            raise InternalError(e, schedule, in_run=run is None) from e
 
     def _hit(self, run: Run, violations: list[Violation]) -> bool:
         """Does this run fail the campaign's target oracle (the first one seen)?"""
