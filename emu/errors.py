@@ -8,7 +8,6 @@ save that run as a replay file and ask for a report (exit 70).
 
 from __future__ import annotations
 
-import traceback
 from typing import Any
 
 from host_model.base import HostParamError
@@ -58,7 +57,11 @@ class InternalError(Exception):
         self.cause = cause
         self.schedule = schedule
         self.in_run = in_run
-        self.where = where or "".join(traceback.format_exception(cause))
+        if not where:
+            import traceback  # here: every command imports this module, few need it
+
+            where = "".join(traceback.format_exception(cause))
+        self.where = where
 
     def __reduce__(self) -> tuple[Any, ...]:
         # `check` runs scenarios in worker processes: the error crosses back pickled.
