@@ -177,3 +177,23 @@ def test_help_and_hosts_start_without_the_emulator(argv):
         cwd=Path(__file__).resolve().parents[1],
     )
     assert "HEAVY []" in res.stdout, res.stdout[-500:]
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"task_migration": True}, {"speculative_tsc": True, "image": "bug-no-barrier"}]
+)
+def test_the_choices_kept_for_a_failing_run_are_the_ones_the_run_records(options):
+    # What an internal error saves for a run that raised is what the run itself would
+    # have recorded (compared here on runs that finish).
+    from emu.engine.scenario import Scenario
+    from emu.search.random import RandomWalk
+
+    sc = Scenario(**{"image": "modern", "host": "kvm", **options})
+    campaign = fuzz_driver.Campaign(sc)
+    seen = 0
+    for seed in range(30):
+        recording = fuzz_driver._Recording(RandomWalk(seed))
+        run = campaign.executor.run(recording)
+        assert recording.made == list(run.choices)
+        seen += bool(run.choices)
+    assert seen >= 10, "most random runs preempt somewhere"

@@ -50,6 +50,25 @@ class Outcome:
 Progress = Callable[[int, int], None]
 
 
+class _Recording:
+    """`scheduler` with its non-default choices kept as they are made, so a run that raises
+    still tells which schedule got it there (the executor records them the same way)."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.inner = scheduler
+        self.made: list[tuple[int, str]] = []
+
+    def __getattr__(self, name: str) -> object:
+        # `quiet_until`, `wants_info` and the rest are the wrapped scheduler's.
+        return getattr(self.inner, name)
+
+    def choose(self, index: int, options: tuple[str, ...], *info: object) -> int:
+        k = self.inner.choose(index, options, *info)
+        if k:
+            self.made.append((index, options[k]))
+        return k
+
+
 class Campaign:
     def __init__(self, scenario: Scenario, executor: Executor | None = None) -> None:
         self.scenario = scenario
@@ -63,17 +82,16 @@ class Campaign:
     def run(self, scheduler: Scheduler) -> tuple[Run, list[Violation]]:
         """One run under `scheduler`, judged. An exception that is not bad input is a bug
         of ours: it leaves as an InternalError carrying the choices made so far."""
+        recording = _Recording(scheduler)
         run = None
         try:
-            run = self.executor.run(scheduler)
+            run = self.executor.run(recording)
             self.count += 1
             return run, judge(run, self.scenario)
         except (*BAD_INPUT, InternalError):
             raise
         except Exception as e:
-            # A run that raised leaves its state on the executor: its choices so far.
-            st = self.executor.st
-            made = run.choices if run is not None else st.run.choices if st else []
+            made = run.choices if run is not None else recording.made
             schedule = Schedule(self.scenario, self.executor.image.sha256, tuple(made))
             raise InternalError(e, schedule, in_run=run is None) from e
 
