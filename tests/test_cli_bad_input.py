@@ -108,6 +108,7 @@ def _cat(*rows):
         ({"params": {"updates": "abc"}}, ["updates='abc'", "integer"]),
         ({"accuracy_ns": -5}, ["--accuracy-ns", "-5"]),
         ({"reads": 0}, ["--reads", "0"]),
+        ({"max_schedules": -1}, ["max_schedules", "-1", "1 or more"]),
         ({"host": "nope"}, ["unknown host model"]),
     ],
 )

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from emu.engine.scenario import ORACLES, Scenario
-from emu.errors import BAD_INPUT, ScheduleError, UsageError
+from emu.errors import BAD_INPUT, ScheduleError, UsageError, check_range
 
 CATALOG = Path(__file__).resolve().parents[2] / "vdso_blobs" / "catalog.json"
 FORMAT = "vdsofuzz-catalog/1"
@@ -177,6 +177,7 @@ def parse(data: Any, *, source: str = "catalog") -> list[Entry]:
                 f"{source}: {name}: strategy must be one or a list of {', '.join(STRATEGIES)}"
             )
         try:
+            check_range("max_schedules", row.get("max_schedules", 2000), 1, None)
             scenario = Scenario(
                 image=str(row["image"]),
                 host=str(row.get("host", "kvm")),
