@@ -28,9 +28,10 @@ def report(e: Exception, argv: list[str], out: Path | None) -> int:
     if isinstance(e, InternalError) and e.schedule is not None:
         sched = e.schedule
         sc = sched.scenario
+        params = "".join(f" {k}={v}" for k, v in sorted(sc.host_params.items()))
         print(
-            f"  scenario: image {sc.image}, host {sc.host} {sc.host_params or ''}, "
-            f"{sc.vcpus} vCPUs x {sc.reads} reads".replace("  ", " "),
+            f"  scenario: image {sc.image}, host {sc.host}{params}, "
+            f"{sc.vcpus} vCPUs x {sc.reads} reads (all of it is in the saved file)",
             file=sys.stderr,
         )
         when = "during the run" if e.in_run else "while judging the finished run"
