@@ -89,12 +89,59 @@ class HostView:
     vcpus: int = 1
 
 
+class HostParamError(ValueError):
+    """A host parameter the model cannot take (unknown name, wrong type, out of range).
+
+    host_model never imports emu, so this is its own class; the CLI answers it like any
+    other bad input (one line, exit 2)."""
+
+
 @dataclass(frozen=True)
 class Param:
+    """One host parameter: its default, its type and the values that keep the model meaningful.
+
+    `low`/`high` bound an int (None: unbounded on that side); `choices` lists a str's values.
+    """
+
     name: str
     default: Any
     help: str
     kind: type = int
+    low: int | None = None
+    high: int | None = None
+    choices: tuple[str, ...] = ()
+
+    def accepted(self) -> str:
+        """The accepted values, as the error message and `vdsofuzz hosts` say them."""
+        if self.choices:
+            return " or ".join(self.choices)
+        if self.low is not None and self.high is not None:
+            return f"{self.low}..{self.high}"
+        if self.low is not None:
+            return f"{self.low} or more"
+        if self.high is not None:
+            return f"{self.high} or less"
+        return "any integer" if self.kind is int else f"any {self.kind.__name__}"
+
+    def value(self, host: str, raw: Any) -> Any:
+        """`raw` (a CLI string or a JSON value) as this parameter's type, checked."""
+        where = f"host {host!r} parameter {self.name}={raw!r}"
+        if self.kind is int:
+            if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+                raise HostParamError(f"{where}: expected an integer ({self.accepted()})")
+            try:
+                value: Any = raw if isinstance(raw, int) else int(raw, 0)
+            except ValueError:
+                raise HostParamError(f"{where}: not an integer ({self.accepted()})") from None
+            if (self.low is not None and value < self.low) or (
+                self.high is not None and value > self.high
+            ):
+                raise HostParamError(f"{where} is out of range: {self.accepted()}")
+            return value
+        value = self.kind(raw)
+        if self.choices and value not in self.choices:
+            raise HostParamError(f"{where}: must be {self.accepted()}")
+        return value
 
 
 class HostModel:
@@ -116,9 +163,12 @@ class HostModel:
         for key in values:
             if key not in known:
                 names = ", ".join(sorted(known)) or "none"
-                raise ValueError(f"host {self.name!r} has no parameter {key!r} (it takes: {names})")
+                raise HostParamError(
+                    f"host {self.name!r} has no parameter {key!r} (it takes: {names})"
+                )
         self.values: dict[str, Any] = {
-            p.name: p.kind(values[p.name]) if p.name in values else p.default for p in self.params
+            p.name: p.value(self.name, values[p.name]) if p.name in values else p.default
+            for p in self.params
         }
 
     def __getattr__(self, name: str) -> Any:

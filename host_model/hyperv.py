@@ -93,12 +93,30 @@ class HyperV(HostModel):
     summary = "Hyper-V reference TSC page: sequence 0 while updating, then the next sequence"
     pages = (PAGE,)
     params = (
-        Param("updates", 1, "how many times the host recomputes the page"),
-        Param("ppm", 100, "rate correction of the reference at each update (parts per million)"),
-        Param("invalidate", 1, "1: sequence = 0 before the fields change (0: bump only after)"),
-        Param("tsc_hz", 0, "new TSC frequency at each update, partition paused (0: unchanged)"),
+        Param("updates", 1, "how many times the host recomputes the page", low=0, high=100),
+        Param(
+            "ppm",
+            100,
+            "rate correction of the reference at each update (parts per million)",
+            low=-500,
+            high=500,
+        ),
+        Param(
+            "invalidate",
+            1,
+            "1: sequence = 0 before the fields change (0: bump only after)",
+            low=0,
+            high=1,
+        ),
+        Param(
+            "tsc_hz",
+            0,
+            "new TSC frequency at each update, partition paused (0: unchanged)",
+            low=0,
+            high=10**11,
+        ),
         Param("tsc_jump", 0, "TSC jump (cycles) at each update, partition paused"),
-        Param("park", 0, "1: every vCPU is out of guest mode during each update"),
+        Param("park", 0, "1: every vCPU is out of guest mode during each update", low=0, high=1),
     )
 
     def setup(self, view: HostView) -> HostStep:

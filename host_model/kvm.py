@@ -18,11 +18,19 @@ class Kvm(HostModel):
     name = "kvm"
     summary = "KVM, correct seqlock protocol; other vCPUs run during an update"
     params = (
-        Param("updates", 1, "how many pvti updates the host makes"),
-        Param("vcpu", 0, "whose page is updated (-1: every vCPU's, in turn)"),
-        Param("tsc_hz", 0, "new TSC frequency of the updated vCPU at each update (0: unchanged)"),
+        Param("updates", 1, "how many pvti updates the host makes", low=0, high=100),
+        Param("vcpu", 0, "whose page is updated (-1: every vCPU's, in turn)", low=-1, high=63),
+        Param(
+            "tsc_hz",
+            0,
+            "new TSC frequency of the updated vCPU at each update (0: unchanged)",
+            low=0,
+            high=10**11,
+        ),
         Param("tsc_jump", 0, "TSC offset jump (cycles) of the updated vCPU at each update"),
-        Param("park", 1, "1: the updated vCPU is out of guest mode during its update"),
+        Param(
+            "park", 1, "1: the updated vCPU is out of guest mode during its update", low=0, high=1
+        ),
     )
     #: The stores that publish a new record over the old one (subclasses change this).
     protocol: ClassVar[StoreProtocol] = SEQLOCK

@@ -23,10 +23,24 @@ class KvmMasterclock(HostModel):
     name = "kvm-masterclock"
     summary = "KVM master-clock update: every vCPU parked while all pages are rewritten"
     params = (
-        Param("updates", 1, "how many master-clock updates the host makes"),
-        Param("masterclock", 1, "1: master clock in use after the update (stable bit set)"),
-        Param("boot_masterclock", 1, "1: master clock in use at boot (stable bit set)"),
-        Param("tsc_hz", 0, "new TSC frequency of every vCPU at each update (0: unchanged)"),
+        Param("updates", 1, "how many master-clock updates the host makes", low=0, high=100),
+        Param(
+            "masterclock",
+            1,
+            "1: master clock in use after the update (stable bit set)",
+            low=0,
+            high=1,
+        ),
+        Param(
+            "boot_masterclock", 1, "1: master clock in use at boot (stable bit set)", low=0, high=1
+        ),
+        Param(
+            "tsc_hz",
+            0,
+            "new TSC frequency of every vCPU at each update (0: unchanged)",
+            low=0,
+            high=10**11,
+        ),
         Param("tsc_jump", 0, "TSC jump (cycles) of every vCPU at each update"),
     )
 

@@ -35,9 +35,21 @@ class KvmMigration(HostModel):
     summary = "live migration: TSC jump, pages rewritten one vCPU at a time, vCPU 0 last"
     params = (
         Param("tsc_jump", DEFAULT_TSC_HZ, "TSC jump (cycles) of every vCPU at the migration"),
-        Param("tsc_hz", 0, "the destination's TSC frequency (0: unchanged)"),
-        Param("stable", 0, "stable bit in the rewritten pages (1: destination has a master clock)"),
-        Param("order", "vcpu0-last", "which vCPU re-enters first: vcpu0-last or vcpu0-first", str),
+        Param("tsc_hz", 0, "the destination's TSC frequency (0: unchanged)", low=0, high=10**11),
+        Param(
+            "stable",
+            0,
+            "stable bit in the rewritten pages (1: destination has a master clock)",
+            low=0,
+            high=1,
+        ),
+        Param(
+            "order",
+            "vcpu0-last",
+            "which vCPU re-enters first: vcpu0-last or vcpu0-first",
+            str,
+            choices=ORDERS,
+        ),
     )
 
     def __init__(self, **values: object) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from host_model.base import HostModel
+from host_model.base import HostModel, HostParamError
 from host_model.hyperv import HyperV
 from host_model.kvm import Kvm
 from host_model.kvm_legacy import KvmLegacyCopy
@@ -29,10 +29,11 @@ HOSTS: dict[str, type[HostModel]] = {
 
 
 def make_host(name: str, params: dict[str, Any] | None = None) -> HostModel:
+    """The host model called `name` with `params`; a HostParamError names what is wrong."""
     try:
         cls = HOSTS[name]
     except KeyError:
-        raise ValueError(
+        raise HostParamError(
             f"unknown host model {name!r}; `vdsofuzz hosts` lists them: {', '.join(sorted(HOSTS))}"
         ) from None
     return cls(**(params or {}))

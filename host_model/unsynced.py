@@ -23,8 +23,10 @@ class UnsyncedTsc(HostModel):
     summary = "per-vCPU TSC offsets while the stable bit is (wrongly) set"
     params = (
         Param("offset", 25_000, "vCPU v's TSC is v*offset cycles ahead of vCPU 0's"),
-        Param("updates", 0, "correct seqlock updates of every vCPU's page (rounds)"),
-        Param("stable", 1, "stable bit in every page"),
+        Param(
+            "updates", 0, "correct seqlock updates of every vCPU's page (rounds)", low=0, high=100
+        ),
+        Param("stable", 1, "stable bit in every page", low=0, high=1),
     )
 
     def tsc_offsets(self, vcpus: int) -> tuple[int, ...]:

@@ -29,11 +29,35 @@ class Xen(HostModel):
     name = "xen"
     summary = "Xen: each vCPU's record updated independently, updates overlap across vCPUs"
     params = (
-        Param("updates", 1, "how many rounds of updates (every vCPU's record once per round)"),
-        Param("interleave", 1, "1: the vCPUs' updates overlap (stores alternate between vCPUs)"),
-        Param("park", 0, "1: the vCPU whose record is updated is out of guest mode meanwhile"),
-        Param("skew_ns", 0, "vCPU v's records are v*skew_ns ahead (per-pCPU calibration error)"),
-        Param("stable", 1, "XEN_PVCLOCK_TSC_STABLE_BIT in every record"),
+        Param(
+            "updates",
+            1,
+            "how many rounds of updates (every vCPU's record once per round)",
+            low=0,
+            high=100,
+        ),
+        Param(
+            "interleave",
+            1,
+            "1: the vCPUs' updates overlap (stores alternate between vCPUs)",
+            low=0,
+            high=1,
+        ),
+        Param(
+            "park",
+            0,
+            "1: the vCPU whose record is updated is out of guest mode meanwhile",
+            low=0,
+            high=1,
+        ),
+        Param(
+            "skew_ns",
+            0,
+            "vCPU v's records are v*skew_ns ahead (per-pCPU calibration error)",
+            low=-(10**9),
+            high=10**9,
+        ),
+        Param("stable", 1, "XEN_PVCLOCK_TSC_STABLE_BIT in every record", low=0, high=1),
     )
 
     def record(self, view: HostView, vcpu: int, version: int) -> Pvti:

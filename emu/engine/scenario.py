@@ -8,9 +8,27 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from emu.errors import ScheduleError
+from emu.errors import ScheduleError, check_range
+from host_model.registry import make_host
 
 ORACLES = ("monotonic", "consistent", "accurate", "contract", "terminates", "no-fault")
+#: The machine gives every vCPU its own stack and TSC; beyond this it is only slower.
+MAX_VCPUS = 64
+#: Reads per task; the schedule space grows with every read, so more than this is a typo.
+MAX_READS = 1000
+#: The clocks a real vDSO's `__vdso_clock_gettime` is called with: those it answers from
+#: the TSC and the clock pages in every vdso_data layout (the others fall back to the
+#: syscall or read no TSC, so no interleaving could matter).
+CLOCKS = ("CLOCK_MONOTONIC", "CLOCK_MONOTONIC_RAW", "CLOCK_REALTIME")
+
+
+def clock_name(clock: str) -> str | None:
+    """'CLOCK_MONOTONIC', 'monotonic', 'monotonic_raw' -> the uapi name, None if unknown."""
+    if not isinstance(clock, str):
+        return None
+    name = clock.upper()
+    name = name if name.startswith("CLOCK_") else "CLOCK_" + name
+    return name if name in CLOCKS else None
 
 
 @dataclass(frozen=True)
@@ -37,15 +55,21 @@ class Scenario:
     timekeeping: int = 0
 
     def __post_init__(self) -> None:
-        if self.vcpus < 1 or self.vcpus > 64:
-            raise ScheduleError(f"--vcpus must be 1..64, not {self.vcpus}")
-        if self.timekeeping < 0:
-            raise ScheduleError(f"--timekeeping must be 0 or more, not {self.timekeeping}")
-        if self.reads < 1:
-            raise ScheduleError(f"--reads must be at least 1, not {self.reads}")
+        """Refuse values that make the scenario meaningless; every path that builds one (the
+        CLI, a catalog entry, a schedule file) comes through here."""
+        check_range("--vcpus", self.vcpus, 1, MAX_VCPUS, ScheduleError)
+        check_range("--reads", self.reads, 1, MAX_READS, ScheduleError)
+        check_range("--accuracy-ns", self.accuracy_ns, 1, None, ScheduleError)
+        check_range("--timekeeping", self.timekeeping, 0, None, ScheduleError)
+        if clock_name(self.clock) is None:
+            raise ScheduleError(
+                f"--clock {self.clock!r} is not a clock id; use one of {', '.join(CLOCKS)}"
+            )
         bad = [o for o in self.oracles if o not in ORACLES]
         if bad:
             raise ScheduleError(f"unknown oracle {bad[0]!r}; choose from {', '.join(ORACLES)}")
+        # The host and its parameters: a HostParamError names the host, parameter and range.
+        make_host(self.host, self.host_params)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

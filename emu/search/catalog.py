@@ -26,7 +26,7 @@ from typing import Any
 
 import vdso_blobs
 from emu.engine.scenario import ORACLES, Scenario
-from emu.errors import ScheduleError, UsageError
+from emu.errors import BAD_INPUT, ScheduleError, UsageError, check_range
 
 CATALOG = vdso_blobs.path(vdso_blobs.CATALOG)  # package data: works from a wheel too
 FORMAT = "vdsofuzz-catalog/1"
@@ -178,6 +178,7 @@ def parse(data: Any, *, source: str = "catalog") -> list[Entry]:
                 f"{source}: {name}: strategy must be one or a list of {', '.join(STRATEGIES)}"
             )
         try:
+            check_range("max_schedules", row.get("max_schedules", 2000), 1, None)
             scenario = Scenario(
                 image=str(row["image"]),
                 host=str(row.get("host", "kvm")),
@@ -348,7 +349,7 @@ def run_entry(entry: Entry, out: Path | None) -> Result:
             f = outcome.finding
             if f is not None:
                 break
-    except (ValueError, RuntimeError) as e:
+    except BAD_INPUT as e:  # an image the scenario cannot run; any other error is ours
         res.message = f"{type(e).__name__}: {e}"
         res.elapsed = time.monotonic() - start
         return res

@@ -12,14 +12,14 @@ from emu.engine.executor import Executor
 from emu.engine.run import Run
 from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Scheduler
+from emu.errors import BAD_INPUT, InternalError
 from emu.oracles import Violation, judge
+from emu.search import STRATEGIES
 from emu.search.replay import Replay
 from emu.search.schedule import Finding, Schedule
 from emu.search.shrink import shrink
 from emu.search.strategy import Result, Strategy
 
-#: Every search strategy `fuzz` accepts; the first is the default.
-STRATEGIES = ("hypothesis", "random", "pct", "exhaustive")
 #: Runs a strategy may make when the caller gives no budget (exhaustive: until done).
 DEFAULT_BUDGET = {"exhaustive": 10**12}
 BUDGET = 10_000
@@ -50,6 +50,25 @@ class Outcome:
 Progress = Callable[[int, int], None]
 
 
+class _Recording:
+    """`scheduler` with its non-default choices kept as they are made, so a run that raises
+    still tells which schedule got it there (the executor records them the same way)."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.inner = scheduler
+        self.made: list[tuple[int, str]] = []
+
+    def __getattr__(self, name: str) -> object:
+        # `quiet_until`, `wants_info` and the rest are the wrapped scheduler's.
+        return getattr(self.inner, name)
+
+    def choose(self, index: int, options: tuple[str, ...], *info: object) -> int:
+        k = self.inner.choose(index, options, *info)
+        if k:
+            self.made.append((index, options[k]))
+        return k
+
+
 class Campaign:
     def __init__(self, scenario: Scenario, executor: Executor | None = None) -> None:
         self.scenario = scenario
@@ -61,9 +80,20 @@ class Campaign:
         self._start = time.monotonic()
 
     def run(self, scheduler: Scheduler) -> tuple[Run, list[Violation]]:
-        run = self.executor.run(scheduler)
-        self.count += 1
-        return run, judge(run, self.scenario)
+        """One run under `scheduler`, judged. An exception that is not bad input is a bug
+        of ours: it leaves as an InternalError carrying the choices made so far."""
+        recording = _Recording(scheduler)
+        run = None
+        try:
+            run = self.executor.run(recording)
+            self.count += 1
+            return run, judge(run, self.scenario)
+        except (*BAD_INPUT, InternalError):
+            raise
+        except Exception as e:
+            made = run.choices if run is not None else recording.made
+            schedule = Schedule(self.scenario, self.executor.image.sha256, tuple(made))
+            raise InternalError(e, schedule, in_run=run is None) from e
 
     def _hit(self, run: Run, violations: list[Violation]) -> bool:
         """Does this run fail the campaign's target oracle (the first one seen)?"""

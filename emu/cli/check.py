@@ -1,0 +1,86 @@
+"""`check`: run the catalog's scenarios and compare every verdict with the expected one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from emu.cli.options import DEFAULT_OUT
+from emu.errors import UsageError, check_range
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser(
+        "check",
+        help="run the catalog's scenarios and compare every verdict with the expected one",
+        description="Exit 0 iff every scenario gets its expected verdict. With --image, run "
+        "the reference host scenarios against that image and expect the reference reader's "
+        "verdicts.",
+    )
+    c.add_argument("--image", help="a reader image (path or name) to run the host scenarios on")
+    c.add_argument(
+        "--builds",
+        action="store_true",
+        help="every bundled image (all arches, compilers, levels) under its reader's home "
+        'scenario (the catalog\'s "homes")',
+    )
+    c.add_argument(
+        "--schedules",
+        type=int,
+        default=20_000,
+        help="with --builds: random schedules for each build expected to pass (default 20000)",
+    )
+    c.add_argument("--out", type=Path, default=DEFAULT_OUT / "check", help="where findings go")
+    c.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")
+    c.add_argument("--json", action="store_true", help="the results as JSON on stdout")
+    c.add_argument("--markdown", action="store_true", help="the matrix as a Markdown table")
+    c.add_argument("--jobs", type=int, default=None, help="scenarios run at once (default: CPUs)")
+    c.add_argument(
+        "--only", action="append", default=[], metavar="TEXT", help="scenarios whose name has TEXT"
+    )
+    c.add_argument("--catalog", type=Path, default=None, help=argparse.SUPPRESS)
+    c.set_defaults(func=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from emu.search import catalog
+
+    if args.image and args.builds:
+        raise UsageError("--image and --builds do not go together")
+    check_range("--schedules", args.schedules, 1, None)
+    if args.jobs is not None:
+        check_range("--jobs", args.jobs, 1, None)
+    entries = catalog.load(args.catalog)
+    if args.image:
+        entries = catalog.for_image(entries, args.image)
+    if args.builds:
+        entries = catalog.for_builds(entries, catalog.homes(args.catalog), args.schedules)
+    if args.only:
+        entries = [e for e in entries if any(s in e.name for s in args.only)]
+        if not entries:
+            raise UsageError(f"no catalog scenario matches {', '.join(args.only)}")
+    quiet = args.json or args.markdown
+
+    def progress(r: catalog.Result) -> None:
+        if not quiet:
+            mark = "ok" if r.ok else "DIFFERS"
+            print(f"  {r.name}: {r.got} ({r.elapsed:.1f} s) {mark}", file=sys.stderr, flush=True)
+
+    if not quiet:
+        print(f"checking {len(entries)} scenarios, {args.jobs or 'one per CPU'} at a time")
+    results = catalog.check(entries, out=args.out, jobs=args.jobs, progress=progress)
+    if args.junit:
+        args.junit.parent.mkdir(parents=True, exist_ok=True)
+        args.junit.write_bytes(catalog.junit(results))
+    if args.json:
+        print(json.dumps(catalog.to_json(results), indent=2, sort_keys=True))
+    elif args.markdown:
+        sys.stdout.write(catalog.markdown(results))
+    else:
+        sys.stdout.write(catalog.matrix(results))
+        saved = [r for r in results if r.finding]
+        if saved:
+            print(f"findings in {args.out} (show one with: vdsofuzz trace {saved[0].finding})")
+    return 0 if all(r.ok for r in results) else 1

@@ -1,0 +1,267 @@
+"""`fuzz`, `replay`, `trace`: search interleavings for a bad timestamp, and re-run one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from emu.cli.options import (
+    DEFAULT_HOST,
+    DEFAULT_IMAGE,
+    DEFAULT_OUT,
+    add_real_vdso,
+    check_search,
+    scenario,
+)
+from emu.errors import UsageError
+from emu.search import STRATEGIES
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser("fuzz", help="search interleavings for a bad timestamp")
+    f.add_argument(
+        "--image",
+        default=DEFAULT_IMAGE,
+        help=f"bundled image name or path (default {DEFAULT_IMAGE})",
+    )
+    f.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"host model (see `vdsofuzz hosts`; default {DEFAULT_HOST})",
+    )
+    f.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="host model parameter, repeatable (ranges: `vdsofuzz hosts`)",
+    )
+    f.add_argument("--vcpus", type=int, default=2, help="1..64 (default 2)")
+    add_real_vdso(f)
+    f.add_argument("--reads", type=int, default=2, help="reads per task, 1..1000 (default 2)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument(
+        "--strategy",
+        default="hypothesis",
+        choices=STRATEGIES,
+        help="hypothesis (default: shrinks, keeps a database), random, pct (probabilistic "
+        "concurrency testing, see --depth) or exhaustive (every interleaving up to "
+        "--preemptions preemptions)",
+    )
+    f.add_argument(
+        "--max-schedules",
+        type=int,
+        default=None,
+        help="runs to try, 1 or more (default 10000; exhaustive: until the bound is covered)",
+    )
+    f.add_argument("--depth", type=int, default=3, help="pct: the bug depth d, 1 or more (3)")
+    f.add_argument(
+        "--preemptions",
+        type=int,
+        default=2,
+        help="exhaustive: the preemption bound, 0 or more (default 2)",
+    )
+    f.add_argument(
+        "--accuracy-ns",
+        type=int,
+        default=1_000_000,
+        help="bound of the accurate oracle (ns), 1 or more",
+    )
+    f.add_argument(
+        "--task-migration",
+        action="store_true",
+        help="guest tasks may migrate between vCPUs at any decision point (host not told)",
+    )
+    f.add_argument(
+        "--speculative-tsc",
+        action="store_true",
+        help="an rdtsc with no fence since a shared-page load may return an earlier TSC",
+    )
+    f.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where findings go")
+    f.add_argument("--no-db", action="store_true", help="no Hypothesis example database")
+    f.add_argument("--no-trace", action="store_true", help="do not print the trace")
+    f.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    f.set_defaults(func=cmd_fuzz)
+    r = sub.add_parser("replay", help="re-run a schedule or finding file")
+    r.add_argument("file", type=Path)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_replay)
+    t = sub.add_parser("trace", help="instruction-level trace of a schedule or finding")
+    t.add_argument("file", type=Path)
+    t.add_argument("--jsonl", action="store_true", help="one JSON object per step")
+    t.set_defaults(func=cmd_trace)
+
+
+def _progress(count: int, budget: int) -> None:
+    if sys.stderr.isatty():
+        print(f"\r  {count}/{budget} schedules", end="", file=sys.stderr, flush=True)
+
+
+def _strategy_detail(args: argparse.Namespace) -> str:
+    if args.strategy == "exhaustive":
+        what = f", preemption bound {args.preemptions}"
+    else:
+        what = f", seed {args.seed}" + (f", depth {args.depth}" if args.strategy == "pct" else "")
+    if args.max_schedules is not None:
+        what += f", up to {args.max_schedules} schedules"
+    elif args.strategy != "exhaustive":
+        what += ", up to 10000 schedules"
+    return what
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from emu.report.trace import trace
+    from emu.search.fuzz import Campaign
+
+    check_search(args)
+    sc = scenario(args)
+    campaign = Campaign(sc)
+    img = campaign.executor.image
+    if args.clock is not None and img.call_abi != "clock_gettime":
+        raise UsageError(
+            f"--clock {args.clock} applies to a real vDSO's __vdso_clock_gettime; {img.name} "
+            "is a project reader, which takes no clock id"
+        )
+    out_dir: Path = args.out
+    db = None if args.no_db else out_dir / ".hypothesis"
+    if not args.json:
+        print(
+            f"fuzzing {img.name} ({img.arch}) against host {sc.host} on "
+            f"{sc.vcpus} vCPUs x {sc.reads} reads, strategy {args.strategy}"
+            + _strategy_detail(args)
+        )
+    if not campaign.executor.native:
+        from emu.engine import lane
+
+        if not lane.turned_off():
+            print(
+                f"note: {lane.unavailable}; every visible operation runs in Python (same "
+                "results, slower); install a C compiler (gcc or clang) for the native lane",
+                file=sys.stderr,
+            )
+    outcome = campaign.fuzz(
+        strategy=args.strategy,
+        seed=args.seed,
+        max_schedules=args.max_schedules,
+        depth=args.depth,
+        preemptions=args.preemptions,
+        database=db,
+        progress=None if args.json else _progress,
+    )
+    if sys.stderr.isatty() and not args.json:
+        print("\r", end="", file=sys.stderr)
+    path = None
+    f = outcome.finding
+    if f is not None:
+        name = f"finding-{sc.host}-{img.name}-{f.oracle}.json"
+        path = f.save(out_dir / name.replace("/", "_"))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "verdict": outcome.verdict,
+                    "oracle": f.oracle if f else None,
+                    "message": f.message if f else None,
+                    "schedule": f.schedule.compact() if f else None,
+                    "schedules": outcome.schedules,
+                    "finding": str(path) if path else None,
+                    "elapsed": round(outcome.elapsed, 3),
+                    "interrupted": outcome.interrupted,
+                    "notes": outcome.notes,
+                    "stats": outcome.stats,
+                },
+                sort_keys=True,
+            )
+        )
+    else:
+        for note in outcome.notes:
+            print(note)
+        if f is None:
+            print(f"no violation in {outcome.schedules} schedules ({outcome.elapsed:.1f} s)")
+        else:
+            print(
+                f"VIOLATION of {f.oracle} after {outcome.schedules} schedules "
+                f"({outcome.elapsed:.1f} s): {f.message}"
+            )
+            print(f"minimal schedule: {f.schedule.compact()}")
+            print(f"saved {path}  (replay: vdsofuzz replay {path}; trace: vdsofuzz trace {path})")
+            if not args.no_trace:
+                print()
+                print(trace(f.schedule, campaign.executor).text(), end="")
+    if outcome.interrupted:
+        return 130
+    return 1 if f else 0
+
+
+def _load_schedule(path: Path):
+    from emu.engine.executor import Executor
+    from emu.image.loader import load
+    from emu.search.schedule import load_file
+
+    schedule, violation = load_file(path)
+    image = load(schedule.scenario.image, cpu=schedule.scenario.cpu or None)
+    if image.sha256 != schedule.image_sha256:
+        raise UsageError(
+            f"{path}: recorded for image sha256 {schedule.image_sha256[:16]}, but "
+            f"{schedule.scenario.image!r} is now {image.sha256[:16]}; rebuild or pass the "
+            "original image"
+        )
+    return schedule, violation, Executor(schedule.scenario, image)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from emu.oracles import judge
+    from emu.search.replay import Replay
+
+    schedule, recorded, executor = _load_schedule(args.file)
+    run = executor.run(Replay(schedule.choices))
+    violations = judge(run, schedule.scenario)
+    first = violations[0] if violations else None
+    if recorded:
+        # The finding's oracle may not be the first in judging order (a wild value breaks
+        # `accurate` and, through the next read, `monotonic`): report the recorded one.
+        first = next((v for v in violations if v.oracle == recorded.get("oracle")), first)
+    same = bool(first and recorded and first.oracle == recorded.get("oracle"))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "verdict": "violation" if first else "pass",
+                    "oracle": first.oracle if first else None,
+                    "message": first.message if first else None,
+                    "reproduced": same,
+                    "reads": [
+                        {
+                            "read": r.label,
+                            "outcome": r.outcome,
+                            "value": r.value,
+                            "start": r.start,
+                            "end": r.end,
+                        }
+                        for r in run.reads
+                    ],
+                },
+                sort_keys=True,
+            )
+        )
+    else:
+        for r in run.reads:
+            print(f"{r.label} on vcpu{r.vcpu} t={r.start}..{r.end}: {r.outcome} {r.value}")
+        if first:
+            print(f"VIOLATION of {first.oracle}: {first.message}")
+            if recorded and not same:
+                print(f"(the file recorded a violation of {recorded.get('oracle')})")
+        else:
+            print("no violation")
+    return 1 if first else 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from emu.report.trace import trace
+
+    schedule, _, executor = _load_schedule(args.file)
+    tr = trace(schedule, executor)
+    sys.stdout.write(tr.jsonl() if args.jsonl else tr.text())
+    return 1 if tr.violations else 0
