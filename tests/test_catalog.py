@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 
 import pytest
 
@@ -361,9 +362,11 @@ SEQLOCK_BUGS = ["bug-no-retry", "bug-no-odd-check", "bug-no-barrier"]
 
 
 def _cells(rows, columns):
-    s = SPEC.only([])
-    s.rows = [r for r in s.rows if r.image in rows]
-    s.columns = [c for c in s.columns if c.name in columns]
+    s = replace(
+        SPEC,
+        rows=[r for r in SPEC.rows if r.image in rows],
+        columns=[c for c in SPEC.columns if c.name in columns],
+    )
     assert len(s.rows) == len(rows) and len(s.columns) == len(columns)
     return sensitivity.run(s, jobs=2)
 
@@ -383,6 +386,16 @@ def test_matrix_rows_are_every_seeded_bug_and_reasons_are_computed():
     assert (caught.status, caught.oracle) == (sensitivity.CAUGHT, "consistent")
     md = report.sensitivity_markdown(m)
     assert md.count("n/a [") == 4 and "[1] the host" in md
+
+
+def test_matrix_cli_picks_rows_and_columns_and_refuses_nothing(capsys):
+    argv = ["check", "--matrix", "--only", "bug-hyperv", "--only", "hyperv", "--only", "xen"]
+    assert main(argv + ["--json", "--jobs", "1"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["rows"] == ["bug-hyperv-no-retry"] and "xen" in d["columns"]
+    assert {c["status"] for c in d["cells"] if c["column"].startswith("xen")} == {"not expressible"}
+    assert main(["check", "--matrix", "--only", "no-such-thing"]) == 2
+    assert main(["check", "--matrix", "--image", "modern"]) == 2
 
 
 def test_every_seqlock_bug_is_caught_by_every_host_rewriting_a_page_being_read():

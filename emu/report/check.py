@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict
 from typing import Any
 
-from emu.search.catalog import ERROR, VACUOUS, Result
+from emu.search.entry import ERROR, VACUOUS, Result
 from emu.search.sensitivity import CAUGHT, Cell, Sensitivity
 
 HEADERS = ("scenario", "image", "host", "expected", "got", "schedules", "time")

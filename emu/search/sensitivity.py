@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from emu.engine.scenario import Scenario
-from emu.search.catalog import PASS, CatalogError, Entry, read, run_parallel, search_image
+from emu.errors import UsageError
+from emu.search.catalog import CatalogError, read, run_parallel, search_image
+from emu.search.entry import ERROR, PASS, VIOLATION, Entry
 
 CAUGHT, NOT_CAUGHT, NOT_EXPRESSIBLE = "caught", "not caught", "not expressible"
 #: Row options a matrix row may set (machine options its bug needs, or what it needs).
@@ -74,10 +76,13 @@ class Spec:
     seed: int = 0
 
     def only(self, texts: list[str]) -> Spec:
-        """The rows and columns whose name contains one of `texts` (all, if none match)."""
-        rows = [r for r in self.rows if any(t in r.image for t in texts)] or self.rows
-        cols = [c for c in self.columns if any(t in c.name for t in texts)] or self.columns
-        return replace(self, rows=rows, columns=cols)
+        """The rows and columns whose name contains one of `texts`; all rows (columns) if
+        no row (column) matches, and a UsageError if nothing matches at all."""
+        rows = [r for r in self.rows if any(t in r.image for t in texts)]
+        cols = [c for c in self.columns if any(t in c.name for t in texts)]
+        if not rows and not cols:
+            raise UsageError(f"no matrix row or column matches {', '.join(texts)}")
+        return replace(self, rows=rows or self.rows, columns=cols or self.columns)
 
 
 @dataclass
@@ -164,7 +169,7 @@ def reason(row: Row, col: Column) -> str:
 def run_cell(args: tuple[Spec, Row, Column]) -> Cell:
     s, row, col = args
     start, cpu = time.monotonic(), time.process_time()
-    cell = Cell(row.image, col.name, "error")
+    cell = Cell(row.image, col.name, ERROR)
     try:
         why = reason(row, col)
     except (ValueError, RuntimeError) as e:
@@ -175,7 +180,7 @@ def run_cell(args: tuple[Spec, Row, Column]) -> Cell:
         entry = Entry(
             f"{row.image}@{col.name}",
             _scenario(row, col),
-            "violation",
+            VIOLATION,
             strategies=s.strategies,
             seed=s.seed,
             max_schedules=s.max_schedules,
@@ -183,7 +188,7 @@ def run_cell(args: tuple[Spec, Row, Column]) -> Cell:
         out, _ = search_image(entry, row.image, ())
         cell.schedules, cell.oracle, cell.message = out.schedules, out.oracle, out.message
         cell.schedule = out.schedule
-        cell.status = {PASS: NOT_CAUGHT, "violation": CAUGHT}.get(out.verdict, "error")
+        cell.status = {PASS: NOT_CAUGHT, VIOLATION: CAUGHT}.get(out.verdict, ERROR)
     cell.elapsed, cell.cpu = time.monotonic() - start, time.process_time() - cpu
     return cell
 
