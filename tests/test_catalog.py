@@ -178,7 +178,7 @@ def test_violation_is_found_saved_replayed_and_traced(entry, tmp_path, capsys):
     assert replay["reproduced"] and replay["oracle"] == res.oracle
     assert main(["trace", path]) == 1
     text = capsys.readouterr().out
-    assert f"VIOLATION {entry.oracle or res.oracle}" in text
+    assert f"VIOLATION {res.oracle}" in text
     assert f"<-- {text.split('VIOLATION ')[1].split(':')[0]}" in text
 
 
