@@ -50,6 +50,11 @@ class Entry:
     witnesses: tuple[Witness, ...] = ()
 
     @property
+    def oracle(self) -> str | None:
+        """The one expected oracle, or None when several (or any) may fire."""
+        return self.oracles[0] if len(self.oracles) == 1 else None
+
+    @property
     def budget(self) -> int:
         return self.max_schedules * len(self.strategies) * (1 + len(self.witnesses))
 
