@@ -165,25 +165,22 @@ def _legend(m: Sensitivity, notes: dict[str, int]) -> list[str]:
 
 
 def sensitivity_text(m: Sensitivity) -> str:
+    """The matrix as aligned text, then the legend and the numbered reasons."""
     head, rows, notes = _grid(m)
     widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
     lines = [
         "  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=True)).rstrip()
         for r in [head, *rows]
     ]
-    return "\n".join(["", *lines, "", *_legend(m, notes)]).lstrip("\n") + "\n"
+    return "\n".join([*lines, "", *_legend(m, notes)]) + "\n"
 
 
 def sensitivity_markdown(m: Sensitivity) -> str:
+    """The matrix as a Markdown table; the legend below it, one line each."""
     head, rows, notes = _grid(m)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lines.append(f"| `{r[0]}` | " + " | ".join(r[1:]) + " |")
-    lines.append("")
-    lines += [
-        f"{x}  " if i < len(_legend(m, notes)) - 1 else x for i, x in enumerate(_legend(m, notes))
-    ]
-    return "\n".join(lines) + "\n"
+    lines += [f"| `{r[0]}` | " + " | ".join(r[1:]) + " |" for r in rows]
+    return "\n".join([*lines, "", "\n\n".join(_legend(m, notes))]) + "\n"
 
 
 def sensitivity_json(m: Sensitivity, *, wall: float | None = None) -> dict[str, Any]:
