@@ -322,7 +322,7 @@ def run_entry(entry: Entry, out: Path | None) -> Result:
         if res.missed:
             res.verdict = VACUOUS
             res.message = "; ".join(
-                f"witness {w.image} not caught: got {label(w.verdict, [w.oracle or ''])}"
+                f"witness {w.image} not caught: got {label(w.verdict, filter(None, [w.oracle]))}"
                 f" in {w.schedules} schedules" + (f" ({w.message})" if w.message else "")
                 for w in res.missed
             )

@@ -25,10 +25,6 @@ class Witness:
     image: str
     oracles: tuple[str, ...] = ()
 
-    @property
-    def label(self) -> str:
-        return f"{self.image} ({'|'.join(self.oracles)})" if self.oracles else self.image
-
 
 @dataclass(frozen=True)
 class Entry:
