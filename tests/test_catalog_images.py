@@ -12,7 +12,7 @@ from emu.report.disasm import listing
 from emu.search.fuzz import Campaign
 
 ENTRIES = manifest()["images"]
-PV_READERS = [e["name"] for e in ENTRIES if e["reader"] != "hyperv"]
+PV_READERS = [e["name"] for e in ENTRIES if e["generation"] != "hyperv"]
 
 
 @pytest.mark.parametrize("name", PV_READERS)
@@ -26,7 +26,7 @@ def test_quiescent_read_is_the_true_time(name):
         assert any(0 <= run.clock.ns(op.t) - r.value <= 1 for op in tscs), r.value
 
 
-@pytest.mark.parametrize("name", [e["name"] for e in ENTRIES if e["reader"] == "hyperv"])
+@pytest.mark.parametrize("name", [e["name"] for e in ENTRIES if e["generation"] == "hyperv"])
 def test_hyperv_quiescent_read_is_the_true_time(name):
     sc = Scenario(image=name, host="hyperv", host_params={"updates": 0}, vcpus=1, reads=1)
     run = Executor(sc).run(Default())

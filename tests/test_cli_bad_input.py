@@ -116,7 +116,14 @@ def test_a_catalog_with_a_meaningless_value_fails_to_load_naming_the_entry(
     tmp_path, capsys, row, words
 ):
     path = tmp_path / "cat.json"
-    entry = {"name": "the-bad-one", "image": "modern", "host": "kvm", "expect": "pass", **row}
+    entry = {
+        "name": "the-bad-one",
+        "image": "modern",
+        "host": "kvm",
+        "expect": "pass",
+        "witness": ["bug-no-retry"],
+        **row,
+    }
     path.write_text(json.dumps(_cat(entry)))
     assert main(["check", "--catalog", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()

@@ -99,15 +99,22 @@ def test_check_reports_an_internal_error_and_keeps_the_findings_of_other_scenari
         "format": catalog.FORMAT,
         "defaults": {"strategy": "random"},
         "scenarios": [
-            # Larger budget: runs first (longest first), and saves its finding.
+            # Larger budget than the pass and its witness: runs first (longest first), and saves
+            # its finding.
             {
                 "name": "torn",
                 "image": "bug-no-retry",
                 "host": "kvm",
                 "expect": "violation",
-                "max_schedules": 2000,
+                "max_schedules": 9000,
             },
-            {"name": "faulty", "image": "modern", "host": "kvm", "expect": "pass"},
+            {
+                "name": "faulty",
+                "image": "modern",
+                "host": "kvm",
+                "expect": "pass",
+                "witness": ["bug-no-retry"],
+            },
         ],
     }
     path = tmp_path / "cat.json"

@@ -203,6 +203,13 @@ READERS = [
         bug="flags read once before the loop: a stable bit cleared during a retry goes unnoticed",
     ),
     Reader(
+        "bug-hyperv-no-retry",
+        "bug-hyperv-no-retry.c",
+        "hyperv",
+        window_check=False,
+        bug="never re-checks tsc_sequence: a read overlapping an update mixes two pages",
+    ),
+    Reader(
         "bug-percpu-no-recheck",
         "bug-percpu-no-recheck.c",
         1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from emu.cli.options import DEFAULT_OUT
@@ -40,13 +41,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--only", action="append", default=[], metavar="TEXT", help="scenarios whose name has TEXT"
     )
+    c.add_argument(
+        "--matrix",
+        action="store_true",
+        help="the sensitivity matrix instead: every seeded reader bug against every host "
+        "model setting of the catalog (--only TEXT picks rows and columns)",
+    )
     c.add_argument("--catalog", type=Path, default=None, help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_check)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from emu.report import check as report
     from emu.search import catalog
 
+    if args.matrix:
+        return _check_matrix(args)
     if args.image and args.builds:
         raise UsageError("--image and --builds do not go together")
     check_range("--schedules", args.schedules, 1, None)
@@ -70,17 +80,49 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     if not quiet:
         print(f"checking {len(entries)} scenarios, {args.jobs or 'one per CPU'} at a time")
+    start = time.monotonic()
     results = catalog.check(entries, out=args.out, jobs=args.jobs, progress=progress)
+    wall = time.monotonic() - start
     if args.junit:
         args.junit.parent.mkdir(parents=True, exist_ok=True)
-        args.junit.write_bytes(catalog.junit(results))
+        args.junit.write_bytes(report.junit(results))
     if args.json:
-        print(json.dumps(catalog.to_json(results), indent=2, sort_keys=True))
+        print(json.dumps(report.to_json(results, wall=wall), indent=2, sort_keys=True))
     elif args.markdown:
-        sys.stdout.write(catalog.markdown(results))
+        sys.stdout.write(report.markdown(results))
     else:
-        sys.stdout.write(catalog.matrix(results))
+        sys.stdout.write(report.matrix(results))
         saved = [r for r in results if r.finding]
         if saved:
             print(f"findings in {args.out} (show one with: vdsofuzz trace {saved[0].finding})")
     return 0 if all(r.ok for r in results) else 1
+
+
+def _check_matrix(args: argparse.Namespace) -> int:
+    """`check --matrix`: seeded reader bugs x host models; exit 1 only if a cell errs."""
+    from emu.report import check as report
+    from emu.search import sensitivity
+
+    if args.image or args.builds or args.junit:
+        raise UsageError("--matrix does not go with --image, --builds or --junit")
+    if args.jobs is not None:
+        check_range("--jobs", args.jobs, 1, None)
+    spec = sensitivity.spec(args.catalog)
+    if args.only:
+        spec = spec.only(args.only)
+    quiet = args.json or args.markdown
+
+    def progress(c: sensitivity.Cell) -> None:
+        if not quiet:
+            print(f"  {c.row} x {c.column}: {c.status}", file=sys.stderr, flush=True)
+
+    start = time.monotonic()
+    m = sensitivity.run(spec, jobs=args.jobs, progress=progress)
+    wall = time.monotonic() - start
+    if args.json:
+        print(json.dumps(report.sensitivity_json(m, wall=wall), indent=2, sort_keys=True))
+    elif args.markdown:
+        sys.stdout.write(report.sensitivity_markdown(m))
+    else:
+        sys.stdout.write(report.sensitivity_text(m))
+    return 1 if any(c.status == "error" for c in m.cells) else 0

@@ -2,14 +2,19 @@
 
 A catalog entry is a scenario (image + host model + parameters + machine options + oracle
 set) plus a search budget and the verdict it is expected to get: `pass`, or `violation`
-with the oracle expected to fire. `check` runs every entry (in parallel), stores each
-violation's minimal finding so `vdsofuzz trace` can show it, and reports a matrix whose
-verdict is "every entry got its expected verdict".
+with the oracle (or one of a list of oracles) expected to fire. `check` runs every entry
+(in parallel), stores each violation's minimal finding so `vdsofuzz trace` can show it, and
+reports whether every entry got its expected verdict (the formats live in emu/report/check.py).
+
+A pass is only worth something if the same scenario fails a broken reader, so every entry
+that expects `pass` names *witnesses*: seeded-bug readers that the same scenario (host,
+parameters, vCPUs, options, budget) must catch. A pass whose witness is not caught is the
+verdict `vacuous`, a failure of the catalog.
 
 With a user's image, `check` runs the *reference* entries (those marked `reference`, the
 host behaviours run against the current kernel's reader) with the image substituted, and
-expects what the reference reader gets: a difference means the image behaves differently
-from today's reader on that host, for better or worse, and the matrix says which.
+expects what the reference reader gets, oracle included: a difference means the image
+behaves differently from today's reader on that host, for better or worse.
 """
 
 from __future__ import annotations
@@ -17,20 +22,28 @@ from __future__ import annotations
 import json
 import os
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import vdso_blobs
 from emu.engine.scenario import ORACLES, Scenario
 from emu.errors import BAD_INPUT, ScheduleError, UsageError, check_range
+from emu.search.entry import (
+    PASS,
+    VACUOUS,
+    VIOLATION,
+    Entry,
+    Outcome,
+    Result,
+    Witness,
+    label,
+)
 
 CATALOG = vdso_blobs.path(vdso_blobs.CATALOG)  # package data: works from a wheel too
 FORMAT = "vdsofuzz-catalog/1"
-PASS, VIOLATION, ERROR = "pass", "violation", "error"
 #: Reference readers by page family: the current kernel's pvclock reader, the Hyper-V one.
 REFERENCE = {"pvclock": "modern", "hvclock": "hyperv"}
 
@@ -39,108 +52,47 @@ class CatalogError(UsageError):
     """The catalog file is missing or malformed."""
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One catalog row: what to run, how hard to search, what verdict to expect."""
-
-    name: str
-    scenario: Scenario
-    expect: str
-    oracle: str | None = None
-    #: Strategies run in turn, each with the whole budget, until one finds a violation.
-    strategies: tuple[str, ...] = ("hypothesis",)
-    seed: int = 0
-    #: Schedules per strategy.
-    max_schedules: int = 2000
-    reference: bool = False
-    why: str = ""
-
-    @property
-    def budget(self) -> int:
-        return self.max_schedules * len(self.strategies)
-
-    @property
-    def expected(self) -> str:
-        return f"{self.expect} ({self.oracle})" if self.oracle else self.expect
-
-    def options(self) -> str:
-        """The host parameters and machine options, as a short string for the matrix."""
-        sc = self.scenario
-        out = [f"{k}={v}" for k, v in sorted(sc.host_params.items())]
-        if sc.vcpus != 2:
-            out.append(f"{sc.vcpus} vCPU" + ("s" if sc.vcpus > 1 else ""))
-        if sc.task_migration:
-            out.append("--task-migration")
-        if sc.speculative_tsc:
-            out.append("--speculative-tsc")
-        return " ".join(out) or "-"
-
-
-@dataclass
-class Result:
-    """What `check` measured for one entry."""
-
-    name: str
-    image: str
-    host: str
-    options: str
-    expect: str
-    expected_oracle: str | None
-    verdict: str
-    oracle: str | None = None
-    message: str = ""
-    schedule: str = ""
-    schedules: int = 0
-    elapsed: float = 0.0
-    finding: str | None = None
-    why: str = ""
-
-    @property
-    def ok(self) -> bool:
-        if self.verdict != self.expect:
-            return False
-        return self.expect != VIOLATION or self.expected_oracle in (None, self.oracle)
-
-    @property
-    def got(self) -> str:
-        return f"{self.verdict} ({self.oracle})" if self.oracle else self.verdict
-
-    @property
-    def expected(self) -> str:
-        return f"{self.expect} ({self.expected_oracle})" if self.expected_oracle else self.expect
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ok"] = self.ok
-        d["elapsed"] = round(self.elapsed, 3)
-        return d
-
-
 # --- loading ------------------------------------------------------------------------------
 
-_ENTRY_KEYS = {
-    "name",
-    "image",
-    "host",
-    "params",
-    "vcpus",
-    "reads",
-    "task_migration",
-    "speculative_tsc",
-    "oracles",
-    "accuracy_ns",
-    "expect",
-    "oracle",
-    "strategy",
-    "seed",
-    "max_schedules",
-    "reference",
-    "why",
-}
+#: The keys of a catalog entry: the scenario's, then the expectation's.
+_SCENARIO_KEYS = ("image", "host", "params", "vcpus", "reads", "task_migration", "speculative_tsc")
+_EXPECT_KEYS = ("name", "oracles", "accuracy_ns", "expect", "oracle", "strategy", "seed", "why")
+_ENTRY_KEYS = {*_SCENARIO_KEYS, *_EXPECT_KEYS, "max_schedules", "reference", "witness"}
+
+
+def oracle_list(value: Any, where: str) -> tuple[str, ...]:
+    """`"consistent"` or `["accurate", "monotonic"]` -> a tuple of known oracle names."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or any(n not in ORACLES for n in names):
+        raise CatalogError(f"{where}: oracle must name one or a list of {', '.join(ORACLES)}")
+    return tuple(names)
+
+
+def _witnesses(value: Any, where: str) -> tuple[Witness, ...]:
+    from emu.errors import ImageError
+    from emu.image.loader import resolve
+
+    if not isinstance(value, list) or not value:
+        raise CatalogError(f"{where}: witness must be a list of reader names")
+    out = []
+    for w in value:
+        if isinstance(w, str):
+            w = {"image": w}
+        if not isinstance(w, dict) or set(w) - {"image", "oracle"} or "image" not in w:
+            raise CatalogError(f"{where}: a witness is a name or {{'image': ..., 'oracle': ...}}")
+        try:
+            resolve(str(w["image"]))
+        except ImageError:
+            raise CatalogError(f"{where}: witness {w['image']!r} is not a known image") from None
+        oracles = oracle_list(w["oracle"], where) if "oracle" in w else ()
+        out.append(Witness(str(w["image"]), oracles))
+    return tuple(out)
 
 
 def parse(data: Any, *, source: str = "catalog") -> list[Entry]:
     """Catalog JSON -> entries; every mistake is a CatalogError naming the entry."""
+    from emu.search.fuzz import STRATEGIES
+
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CatalogError(f"{source}: not a vdsofuzz catalog (expected format {FORMAT!r})")
     defaults = data.get("defaults", {})
@@ -151,31 +103,38 @@ def parse(data: Any, *, source: str = "catalog") -> list[Entry]:
             raise CatalogError(f"{source}: scenario #{i} is not an object")
         row = {**defaults, **raw}
         name = str(row.get("name", f"#{i}"))
+        where = f"{source}: {name}"
         bad = sorted(set(row) - _ENTRY_KEYS)
         if bad:
-            raise CatalogError(f"{source}: {name}: unknown key {bad[0]!r}")
+            raise CatalogError(f"{where}: unknown key {bad[0]!r}")
         if name in seen:
             raise CatalogError(f"{source}: two scenarios are called {name!r}")
         seen.add(name)
         expect = row.get("expect")
-        oracle = row.get("oracle")
         if expect not in (PASS, VIOLATION):
-            raise CatalogError(f"{source}: {name}: expect must be 'pass' or 'violation'")
-        if oracle is not None and (expect != VIOLATION or oracle not in ORACLES):
-            raise CatalogError(
-                f"{source}: {name}: oracle must name one of {', '.join(ORACLES)} and only "
-                "for an expected violation"
-            )
+            raise CatalogError(f"{where}: expect must be 'pass' or 'violation'")
+        oracles: tuple[str, ...] = ()
+        if row.get("oracle") is not None:
+            if expect != VIOLATION:
+                raise CatalogError(f"{where}: an oracle is only for an expected violation")
+            oracles = oracle_list(row["oracle"], where)
         if "image" not in row:
-            raise CatalogError(f"{source}: {name}: no image")
+            raise CatalogError(f"{where}: no image")
+        witnesses: tuple[Witness, ...] = ()
+        if expect == PASS:
+            if "witness" not in row:
+                raise CatalogError(
+                    f"{where}: an expected pass names a witness, a seeded-bug reader the same "
+                    'scenario must catch (e.g. "witness": ["bug-no-retry"])'
+                )
+            witnesses = _witnesses(row["witness"], where)
+        elif "witness" in row:
+            raise CatalogError(f"{where}: a witness is only for an expected pass")
         strategies = row.get("strategy", "hypothesis")
         strategies = (strategies,) if isinstance(strategies, str) else tuple(strategies)
-        from emu.search.fuzz import STRATEGIES
-
-        unknown = [s for s in strategies if s not in STRATEGIES]
-        if unknown or not strategies:
+        if not strategies or any(s not in STRATEGIES for s in strategies):
             raise CatalogError(
-                f"{source}: {name}: strategy must be one or a list of {', '.join(STRATEGIES)}"
+                f"{where}: strategy must be one or a list of {', '.join(STRATEGIES)}"
             )
         try:
             check_range("max_schedules", row.get("max_schedules", 2000), 1, None)
@@ -191,18 +150,19 @@ def parse(data: Any, *, source: str = "catalog") -> list[Entry]:
                 speculative_tsc=bool(row.get("speculative_tsc", False)),
             )
         except (ScheduleError, TypeError, ValueError) as e:
-            raise CatalogError(f"{source}: {name}: {e}") from None
+            raise CatalogError(f"{where}: {e}") from None
         entries.append(
             Entry(
                 name=name,
                 scenario=scenario,
                 expect=expect,
-                oracle=oracle,
+                oracles=oracles,
                 strategies=strategies,
                 seed=int(row.get("seed", 0)),
                 max_schedules=int(row.get("max_schedules", 2000)),
                 reference=bool(row.get("reference", False)),
                 why=str(row.get("why", "")),
+                witnesses=witnesses,
             )
         )
     if not entries:
@@ -210,15 +170,19 @@ def parse(data: Any, *, source: str = "catalog") -> list[Entry]:
     return entries
 
 
-def load(path: Path | None = None) -> list[Entry]:
+def read(path: Path | None = None) -> dict[str, Any]:
+    """The catalog file as JSON (the shipped one by default)."""
     path = path or CATALOG
     try:
-        data = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except OSError as e:
         raise CatalogError(f"{path}: cannot read ({e.strerror})") from None
     except json.JSONDecodeError as e:
         raise CatalogError(f"{path}: not JSON ({e})") from None
-    return parse(data, source=str(path))
+
+
+def load(path: Path | None = None) -> list[Entry]:
+    return parse(read(path), source=str(path or CATALOG))
 
 
 # --- a user's image -------------------------------------------------------------------------
@@ -247,8 +211,9 @@ def family(image: str) -> str:
 def for_image(entries: Iterable[Entry], image: str) -> list[Entry]:
     """The reference entries of `image`'s page family, with `image` substituted.
 
-    Another reader may break a different oracle first (a TSC jump breaks both `accurate`
-    and `monotonic`), so for a user's image any violation matches an expected violation.
+    Each keeps its expected oracle(s): a reader that breaks another oracle than the
+    reference reader on the same host differs from it. Where two oracles may legitimately
+    fire first, the entry lists both. The witnesses stay: they test the scenario.
     """
     ref = REFERENCE[family(image)]
     out = []
@@ -256,7 +221,7 @@ def for_image(entries: Iterable[Entry], image: str) -> list[Entry]:
         if e.reference and e.scenario.image == ref:
             sc = replace(e.scenario, image=image)
             name = e.name.replace(ref, "image", 1)
-            out.append(replace(e, name=name, scenario=sc, oracle=None))
+            out.append(replace(e, name=name, scenario=sc))
     if not out:
         raise CatalogError(f"the catalog has no reference scenarios for {ref!r} readers")
     return out
@@ -267,9 +232,7 @@ def for_image(entries: Iterable[Entry], image: str) -> list[Entry]:
 
 def homes(path: Path | None = None) -> dict[str, str]:
     """Reader name -> the catalog entry that is its home scenario (`"homes"` in the file)."""
-    path = path or CATALOG
-    data = json.loads(Path(path).read_text())
-    return dict(data.get("homes", {}))
+    return dict(read(path).get("homes", {}))
 
 
 def for_builds(entries: Iterable[Entry], home: dict[str, str], schedules: int) -> list[Entry]:
@@ -277,7 +240,8 @@ def for_builds(entries: Iterable[Entry], home: dict[str, str], schedules: int) -
 
     A build expected to pass is searched with `schedules` random schedules; a build of a
     seeded bug is expected to break an oracle (any: another compiler may break it another
-    way) unless the manifest says that build does not contain the bug.
+    way) unless the manifest says that build does not contain the bug. Witnesses are not
+    rerun per build: they test the home scenario, which plain `check` runs.
     """
     from emu.image.loader import manifest
 
@@ -291,25 +255,13 @@ def for_builds(entries: Iterable[Entry], home: dict[str, str], schedules: int) -
             e = by_name[name]
         except KeyError:
             raise CatalogError(f"home scenario {name!r} is not in the catalog") from None
-        sc = replace(e.scenario, image=img["name"])
-        expect = e.expect
-        if img.get("bug") and not img.get("bug_compiled_in", True):
-            expect = PASS
-        if expect == PASS:
-            out.append(
-                replace(
-                    e,
-                    name=img["name"],
-                    scenario=sc,
-                    expect=PASS,
-                    oracle=None,
-                    strategies=("random",),
-                    max_schedules=schedules,
-                    reference=False,
-                )
-            )
-        else:
-            out.append(replace(e, name=img["name"], scenario=sc, oracle=None, reference=False))
+        e = replace(
+            e, name=img["name"], scenario=replace(e.scenario, image=img["name"]), oracles=()
+        )
+        e = replace(e, reference=False, witnesses=())
+        if e.expect == PASS or (img.get("bug") and not img.get("bug_compiled_in", True)):
+            e = replace(e, expect=PASS, strategies=("random",), max_schedules=schedules)
+        out.append(e)
     return out
 
 
@@ -320,57 +272,104 @@ def finding_path(out: Path, name: str) -> Path:
     return out / f"{name.replace('/', '_')}.json"
 
 
-def run_entry(entry: Entry, out: Path | None) -> Result:
-    """Fuzz one entry with its budget; save the finding (if any) under `out`."""
+def search_image(entry: Entry, image: str, oracles: tuple[str, ...]) -> tuple[Outcome, Any]:
+    """Fuzz `entry`'s scenario with `image` in it; the outcome and the finding (or None)."""
     from emu.search.fuzz import Campaign
 
-    sc = entry.scenario
-    res = Result(
-        entry.name,
-        Path(sc.image).name if os.sep in sc.image else sc.image,
-        sc.host,
-        entry.options(),
-        entry.expect,
-        entry.oracle,
-        ERROR,
-        why=entry.why,
-    )
-    start = time.monotonic()
-    f = None
+    sc = replace(entry.scenario, image=image)
+    res = Outcome(Path(image).name if os.sep in image else image, expected_oracle=oracles)
+    executor = None
     try:
-        executor = None
         for strategy in entry.strategies:
             campaign = Campaign(sc, executor)
             executor = campaign.executor
-            outcome = campaign.fuzz(
+            found = campaign.fuzz(
                 strategy=strategy, seed=entry.seed, max_schedules=entry.max_schedules
             )
-            res.schedules += outcome.schedules
-            f = outcome.finding
-            if f is not None:
-                break
+            res.schedules += found.schedules
+            if found.finding is not None:
+                f = found.finding
+                res.verdict, res.oracle, res.message = VIOLATION, f.oracle, f.message
+                res.schedule = f.schedule.compact()
+                return res, f
     except BAD_INPUT as e:  # an image the scenario cannot run; any other error is ours
         res.message = f"{type(e).__name__}: {e}"
-        res.elapsed = time.monotonic() - start
-        return res
-    res.elapsed = time.monotonic() - start
-    if f is None:
-        res.verdict = PASS
-        if out is not None:
+        return res, None
+    res.verdict = PASS
+    return res, None
+
+
+def run_entry(entry: Entry, out: Path | None) -> Result:
+    """Fuzz one entry with its budget, then (after a pass) each witness with the same
+    budget; save the entry's finding (if any) under `out`."""
+    start, cpu = time.monotonic(), time.process_time()
+    sc = entry.scenario
+    main, f = search_image(entry, sc.image, entry.oracles)
+    res = Result(
+        entry.name,
+        main.image,
+        sc.host,
+        entry.options(),
+        entry.expect,
+        entry.oracles,
+        main.verdict,
+        oracle=main.oracle,
+        message=main.message,
+        schedule=main.schedule,
+        schedules=main.schedules,
+        why=entry.why,
+    )
+    if main.verdict == PASS:
+        res.witnesses = [search_image(entry, w.image, w.oracles)[0] for w in entry.witnesses]
+        if res.missed:
+            res.verdict = VACUOUS
+            res.message = "; ".join(
+                f"witness {w.image} not caught: got {label(w.verdict, filter(None, [w.oracle]))}"
+                f" in {w.schedules} schedules" + (f" ({w.message})" if w.message else "")
+                for w in res.missed
+            )
+    if out is not None:
+        if f is None:
             # A finding left by an earlier run no longer describes this scenario.
             finding_path(out, entry.name).unlink(missing_ok=True)
-        return res
-    res.verdict = VIOLATION
-    res.oracle = f.oracle
-    res.message = f.message
-    res.schedule = f.schedule.compact()
-    if out is not None:
-        res.finding = str(f.save(finding_path(out, entry.name)))
+        else:
+            res.finding = str(f.save(finding_path(out, entry.name)))
+    res.elapsed = time.monotonic() - start
+    res.cpu = time.process_time() - cpu
     return res
 
 
 def _run_star(args: tuple[Entry, Path | None]) -> Result:
     return run_entry(*args)
+
+
+def run_parallel(
+    fn: Callable[[Any], Any],
+    items: list[Any],
+    *,
+    jobs: int,
+    order: list[int] | None = None,
+    progress: Callable[[Any], None] | None = None,
+) -> list[Any]:
+    """`[fn(x) for x in items]`, `jobs` processes at a time, started in `order`."""
+    order = order if order is not None else list(range(len(items)))
+    results: dict[int, Any] = {}
+    if jobs <= 1:
+        for i in order:
+            results[i] = fn(items[i])
+            if progress:
+                progress(results[i])
+    else:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+            futures = {i: pool.submit(fn, items[i]) for i in order}
+            for i in order:
+                results[i] = futures[i].result()
+                if progress:
+                    progress(results[i])
+    return [results[i] for i in range(len(items))]
 
 
 def check(
@@ -384,134 +383,23 @@ def check(
     jobs = max(1, jobs or os.cpu_count() or 1)
     # Longest first, so the slow ones do not end up alone at the end.
     order = sorted(range(len(entries)), key=lambda i: -entries[i].budget)
-    results: dict[int, Result] = {}
-    if jobs == 1:
-        for i in order:
-            results[i] = run_entry(entries[i], out)
-            if progress:
-                progress(results[i])
-    else:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-            futures = {i: pool.submit(_run_star, (entries[i], out)) for i in order}
-            for i in order:
-                results[i] = futures[i].result()
-                if progress:
-                    progress(results[i])
-    return [results[i] for i in range(len(entries))]
-
-
-# --- reports -------------------------------------------------------------------------------
-
-HEADERS = ("scenario", "image", "host", "expected", "got", "schedules", "time")
-
-
-def matrix(results: list[Result]) -> str:
-    """The plain-text matrix `check` prints."""
-    rows = [
-        (r.name, r.image, r.host, r.expected, r.got, str(r.schedules), f"{r.elapsed:.1f}s")
-        for r in results
-    ]
-    widths = [max(len(x) for x in col) for col in zip(HEADERS, *rows, strict=True)]
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=True))
-
-    lines = [line(HEADERS).rstrip()]
-    for r, cells in zip(results, rows, strict=True):
-        lines.append(f"{line(cells)}  {'ok' if r.ok else 'DIFFERS'}")
-    for r in results:
-        if not r.ok:
-            lines.append("")
-            lines.append(f"{r.name}: expected {r.expected}, got {r.got}")
-            if r.message:
-                lines.append(f"  {r.message}")
-            if r.why:
-                lines.append(f"  catalog: {r.why}")
-    bad = sum(not r.ok for r in results)
-    total = sum(r.elapsed for r in results)
-    lines.append("")
-    lines.append(
-        f"{len(results)} scenarios, {len(results) - bad} as expected, {bad} differ "
-        f"({total:.1f} s of search)"
-    )
-    return "\n".join(lines) + "\n"
-
-
-def markdown(results: list[Result]) -> str:
-    """The matrix as a Markdown table (for the README)."""
-    lines = [
-        "| scenario | image | host | options | expected | measured | schedules | time |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r.name} | `{r.image}` | `{r.host}` | {r.options} | {r.expected} | "
-            f"{r.got}{'' if r.ok else ' **differs**'} | {r.schedules} | {r.elapsed:.1f} s |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def junit(results: list[Result], *, suite: str = "vdsofuzz-check") -> bytes:
-    """JUnit XML: one testcase per scenario, a failure when the verdict differs, an error
-    when the scenario could not run."""
-    failures = sum(not r.ok and r.verdict != ERROR for r in results)
-    errors = sum(r.verdict == ERROR for r in results)
-    root = ET.Element("testsuites")
-    ts = ET.SubElement(
-        root,
-        "testsuite",
-        name=suite,
-        tests=str(len(results)),
-        failures=str(failures),
-        errors=str(errors),
-        skipped="0",
-        time=f"{sum(r.elapsed for r in results):.3f}",
-    )
-    for r in results:
-        tc = ET.SubElement(
-            ts,
-            "testcase",
-            classname=f"vdsofuzz.catalog.{r.host}",
-            name=r.name,
-            time=f"{r.elapsed:.3f}",
-        )
-        detail = f"{r.image} on {r.host} [{r.options}]: expected {r.expected}, got {r.got}"
-        if r.verdict == ERROR:
-            ET.SubElement(tc, "error", message=r.message or "error", type="error").text = detail
-        elif not r.ok:
-            f = ET.SubElement(tc, "failure", message=detail, type="verdict")
-            f.text = "\n".join(x for x in (r.message, r.schedule, r.why) if x)
-        out = [f"{r.schedules} schedules, {r.got}"]
-        if r.finding:
-            out.append(f"finding: {r.finding} (vdsofuzz trace {r.finding})")
-        ET.SubElement(tc, "system-out").text = "\n".join(out)
-    ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
-
-
-def to_json(results: list[Result]) -> dict[str, Any]:
-    return {
-        "ok": all(r.ok for r in results),
-        "scenarios": [r.to_json() for r in results],
-        "elapsed": round(sum(r.elapsed for r in results), 3),
-    }
+    work = [(e, out) for e in entries]
+    return run_parallel(_run_star, work, jobs=jobs, order=order, progress=progress)
 
 
 __all__ = [
     "CATALOG",
     "CatalogError",
     "Entry",
+    "Outcome",
     "Result",
+    "Witness",
     "check",
+    "for_builds",
     "for_image",
-    "junit",
     "load",
-    "markdown",
-    "matrix",
     "parse",
     "run_entry",
-    "to_json",
+    "run_parallel",
+    "search_image",
 ]
