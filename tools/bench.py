@@ -51,8 +51,9 @@ from emu.engine.scheduler import Default  # noqa: E402
 from emu.errors import ImageError  # noqa: E402
 from emu.image.loader import manifest  # noqa: E402
 from emu.oracles import judge  # noqa: E402
-from emu.search.fuzz import STRATEGIES, Campaign  # noqa: E402
+from emu.search.fuzz import Campaign  # noqa: E402
 from emu.search.random import RandomWalk  # noqa: E402
+from emu.search.registry import STRATEGIES  # noqa: E402
 from host_model.base import HostView  # noqa: E402
 from host_model.clock import Clock  # noqa: E402
 from host_model.registry import HOSTS, make_host  # noqa: E402

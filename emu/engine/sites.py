@@ -34,8 +34,8 @@ class SiteHandlers:
         self.shared = ex.machine.layout.shared
         self._by_kind: dict[str, Handler] = {
             FENCE: self.fence,
-            TSC: self.tsc,
-            TSCP: self.tsc,
+            TSC: self.rdtsc,
+            TSCP: self.rdtscp,
             RDPID: self.rdpid,
             SYSCALL: self.syscall,
         }
@@ -112,19 +112,29 @@ class SiteHandlers:
         if task is not None:
             task.spec_from, task.spec_loads = st.t, 0
 
-    def tsc(self, site: Site, addr: int) -> None:
-        """`rdtsc`, `rdtscp`: emulated (registers set, the instruction skipped): the binding
-        cannot hook rdtsc, and the engine's own would read the host's TSC."""
-        kind = site.kind
+    def rdtsc(self, site: Site, addr: int) -> None:
+        """`rdtsc`: with `--speculative-tsc`, maybe the TSC of a few steps back."""
+        self._tsc(site, addr, TSC)
+
+    def rdtscp(self, site: Site, addr: int) -> None:
+        """`rdtscp`: ordered (never speculative), and sets TSC_AUX to the vCPU number."""
+        self._tsc(site, addr, TSCP)
+
+    def _tsc(self, site: Site, addr: int, kind: str) -> None:
+        """Emulated (registers set, the instruction skipped): the binding cannot hook
+        rdtsc, and the engine's own would read the host's TSC."""
         if not self.ex.may_run(kind, 0, 0):
             return
         st, task = self._running()
         t = at = st.t
-        if kind == TSC and st.speculative:
+        aux = None
+        if kind == TSCP:
+            aux = task.vcpu
+        elif st.speculative:
             at = self.ex.decider.speculate(st, task, t)
         tsc = st.clock.tsc(task.vcpu, at)
         m = self.machine
-        m.set_tsc(tsc, task.vcpu if kind == TSCP else None)
+        m.set_tsc(tsc, aux)
         m.set_reg(m.pc, addr + site.size)
         self.ex.record_op(st, task, (Op(t, task.index, task.vcpu, kind, addr, tsc),))
         self._check_hang(st, task)
