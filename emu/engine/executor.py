@@ -244,7 +244,7 @@ class Executor:
             if st.observer is None:
                 self._run_fast(st, pc)
             else:
-                step_until_stop(m, st, task, pc, st.observer)
+                step_until_stop(m, st, task, pc, st.observer, INSNS)
         except UcError as e:
             self._drain(st)
             now = st.running

@@ -11,13 +11,16 @@ from typing import Any
 from unicorn import UC_HOOK_MEM_READ
 
 from emu.engine.machine import EXIT_ADDR, Machine
-from emu.engine.state import INSNS, Observer, State, Task
+from emu.engine.state import Observer, State, Task
 
 
-def step_until_stop(m: Machine, st: State, task: Task, pc: int, observer: Observer) -> None:
+def step_until_stop(
+    m: Machine, st: State, task: Task, pc: int, observer: Observer, insns: int
+) -> None:
     """Execute `task` from `pc` one instruction per engine call, reporting each to
     `observer` as ("insn", (task, vcpu, t, pc, registers before, after, shared-page reads,
-    the visible operation it made or None)), until the engine stops or the read ends."""
+    the visible operation it made or None)), until the engine stops, the read ends, or
+    `insns` instructions pass without a visible operation."""
     uc = m.uc
     reads: list[tuple[int, int, bytes]] = []
     quiet, last = 0, st.t
@@ -30,7 +33,7 @@ def step_until_stop(m: Machine, st: State, task: Task, pc: int, observer: Observ
     # Code translated before the hook existed would not call it.
     uc.ctl_flush_tb()
     try:
-        while quiet < INSNS:
+        while quiet < insns:
             if pc == EXIT_ADDR:
                 return
             before = m.regs()
