@@ -135,15 +135,16 @@ class Executor:
 
     # --- visible operations ------------------------------------------------------------
 
-    def may_run(self, kind: str, ea: int, size: int) -> bool:
+    def may_run(self, kind: str, ea: int, size: int) -> State | None:
         """May the running task execute its visible operation (`kind` at address `ea` of
-        `size` bytes) now? If not, the chosen agent is switched to or the engine stopped."""
+        `size` bytes) now? Yes: the run's state. No (None): the chosen agent was switched
+        to or the engine stopped."""
         st = self.st
         assert st is not None and st.running is not None
         task = st.running
         if task.poised:
             task.poised = False
-            return True
+            return st
         if st.wants_info:
             st.op = (kind, ea, size)
             turn = self._turn(st, task)
@@ -152,13 +153,13 @@ class Executor:
             agent = self.decider.next_agent(st)
             turn = agent == task.index or self._turn(st, task, agent)
         if turn:
-            return True
+            return st
         if st.observer is None and st.pending is not None:
             self._switch(st, task, st.tasks[st.pending])
         else:
             st.stop = "switch"
             self.machine.stop()
-        return False
+        return None
 
     def _turn(self, st: State, task: Task, agent: int | None = None) -> bool:
         """May `task` (not poised) execute its visible operation now? Runs host steps
@@ -173,9 +174,10 @@ class Executor:
         st.pending = agent
         return False
 
-    def record_op(self, st: State, task: Task, ops: Sequence[Op]) -> None:
+    def record_op(self, st: State, task: Task, ops: Sequence[Op]) -> int:
         """Take visible operations `task` executed into its read: from a site's handler
-        (one) or from the native lane's log (several, in order)."""
+        (one) or from the native lane's log (several, in order). The read's operations
+        so far."""
         read = task.read
         assert read is not None
         first = ops[0].t
@@ -193,6 +195,7 @@ class Executor:
                 read.keys.add(keys[op.arg])
                 loads += 1
         task.spec_loads += loads
+        return len(read.ops)
 
     def end_read(
         self, st: State, task: Task, outcome: str, value: int | None, detail: str = ""

@@ -31,7 +31,7 @@ SEG_START, SEG_TSC, SEG_HZ, N = (lane.WORD[f] for f in ("seg_start", "seg_tsc", 
 #: Runs the Python side of the hooked site at an address.
 OnSite = Callable[[int], None]
 #: The executor's `record_op`: executed operations of the running task into the run.
-Record = Callable[[State, Task, Sequence[Op]], None]
+Record = Callable[[State, Task, Sequence[Op]], int]
 #: How a load's address is formed (see `SiteHandlers.address`).
 How = tuple[int, int, int, int, int] | int
 

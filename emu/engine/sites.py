@@ -77,11 +77,6 @@ class SiteHandlers:
             return partial(self._by_kind[site.kind], site)
         return partial(self.load, site, how)
 
-    def _running(self) -> tuple[State, Task]:
-        st = self.ex.st
-        assert st is not None and st.running is not None
-        return st, st.running
-
     def load(self, site: Site, how: tuple[int, int, int, int, int], addr: int) -> None:
         """A load whose address is formed from registers: a visible operation when it
         touches the clock pages."""
@@ -99,10 +94,14 @@ class SiteHandlers:
         if not lo <= ea < hi:
             return
         assert site.mem is not None
-        if self.ex.may_run(LOAD, ea, site.mem.size):
-            st, task = self._running()
-            self.ex.record_op(st, task, (Op(st.t, task.index, task.vcpu, LOAD, addr, ea),))
-            self._check_hang(st, task)
+        st = self.ex.may_run(LOAD, ea, site.mem.size)
+        if st is None:
+            return
+        task = st.running
+        assert task is not None
+        op = Op(st.t, task.index, task.vcpu, LOAD, addr, ea)
+        if self.ex.record_op(st, task, (op,)) > READ_OPS and st.host_next is None:
+            self._hang(st, task)
 
     def fence(self, site: Site, addr: int) -> None:
         """`lfence`, `mfence`, `cpuid`: no rdtsc after it is taken from before it."""
@@ -123,9 +122,11 @@ class SiteHandlers:
     def _tsc(self, site: Site, addr: int, kind: str) -> None:
         """Emulated (registers set, the instruction skipped): the binding cannot hook
         rdtsc, and the engine's own would read the host's TSC."""
-        if not self.ex.may_run(kind, 0, 0):
+        st = self.ex.may_run(kind, 0, 0)
+        if st is None:
             return
-        st, task = self._running()
+        task = st.running
+        assert task is not None
         t = at = st.t
         aux = None
         if kind == TSCP:
@@ -136,39 +137,42 @@ class SiteHandlers:
         m = self.machine
         m.set_tsc(tsc, aux)
         m.set_reg(m.pc, addr + site.size)
-        self.ex.record_op(st, task, (Op(t, task.index, task.vcpu, kind, addr, tsc),))
-        self._check_hang(st, task)
+        op = Op(t, task.index, task.vcpu, kind, addr, tsc)
+        if self.ex.record_op(st, task, (op,)) > READ_OPS and st.host_next is None:
+            self._hang(st, task)
 
     def rdpid(self, site: Site, addr: int) -> None:
         """`rdpid`: the task's vCPU number, emulated like the TSC reads."""
-        if not self.ex.may_run(RDPID, 0, 0):
+        st = self.ex.may_run(RDPID, 0, 0)
+        if st is None:
             return
-        st, task = self._running()
+        task = st.running
+        assert task is not None
         m = self.machine
         assert site.reg is not None
         m.set_reg(site.reg, task.vcpu)
         m.set_reg(m.pc, addr + site.size)
-        self.ex.record_op(st, task, (Op(st.t, task.index, task.vcpu, RDPID, addr, task.vcpu),))
-        self._check_hang(st, task)
+        op = Op(st.t, task.index, task.vcpu, RDPID, addr, task.vcpu)
+        if self.ex.record_op(st, task, (op,)) > READ_OPS and st.host_next is None:
+            self._hang(st, task)
 
     def syscall(self, site: Site, addr: int) -> None:
         """A way into the kernel: the read falls back to the syscall, which returns the
         model's true time."""
-        if not self.ex.may_run(SYSCALL, 0, 0):
+        st = self.ex.may_run(SYSCALL, 0, 0)
+        if st is None:
             return
-        st, task = self._running()
+        task = st.running
+        assert task is not None
         t = st.t
         self.ex.record_op(st, task, (Op(t, task.index, task.vcpu, SYSCALL, addr, 0),))
         self.ex.end_read(st, task, FALLBACK, st.clock.ns(t))
         st.stop = "read"
         self.machine.stop()
 
-    def _check_hang(self, st: State, task: Task) -> None:
-        """A read that goes on once the host is quiescent is a hang."""
-        read = task.read
-        assert read is not None
-        if len(read.ops) > READ_OPS and st.host_next is None:
-            self.ex.end_read(st, task, HANG, None, f"no result after {READ_OPS} visible operations")
-            st.run.stopped = HANG
-            st.stop = "read"
-            self.machine.stop()
+    def _hang(self, st: State, task: Task) -> None:
+        """The read made more than READ_OPS visible operations with the host quiescent."""
+        self.ex.end_read(st, task, HANG, None, f"no result after {READ_OPS} visible operations")
+        st.run.stopped = HANG
+        st.stop = "read"
+        self.machine.stop()
