@@ -189,18 +189,34 @@ def test_help_and_hosts_start_without_the_emulator(argv):
 @pytest.mark.parametrize(
     "options", [{}, {"task_migration": True}, {"speculative_tsc": True, "image": "bug-no-barrier"}]
 )
-def test_the_choices_kept_for_a_failing_run_are_the_ones_the_run_records(options):
-    # What an internal error saves for a run that raised is what the run itself would
-    # have recorded (compared here on runs that finish).
+def test_a_run_that_raises_keeps_the_choices_made_before_it(options):
+    # What an internal error saves for a run that raised: the choices the run made up to
+    # the fault, the same as the full run's choices before that decision point.
     from emu.engine.scenario import Scenario
     from emu.search.random import RandomWalk
 
+    class Fault(RandomWalk):
+        def __init__(self, seed: int, at: int) -> None:
+            super().__init__(seed)
+            self.at = at
+
+        def quiet_until(self, point, options):  # the lane must hand point `at` over
+            return min(super().quiet_until(point, options), self.at)
+
+        def choose(self, point, options, info):
+            if point == self.at:
+                raise RuntimeError("injected scheduler fault")
+            return super().choose(point, options, info)
+
     sc = Scenario(**{"image": "modern", "host": "kvm", **options})
-    campaign = fuzz_driver.Campaign(sc)
+    executor = fuzz_driver.Campaign(sc).executor
     seen = 0
     for seed in range(30):
-        recording = fuzz_driver._Recording(RandomWalk(seed))
-        run = campaign.executor.run(recording)
-        assert recording.made == list(run.choices)
-        seen += bool(run.choices)
-    assert seen >= 10, "most random runs preempt somewhere"
+        full = executor.run(RandomWalk(seed))
+        at = full.points // 2
+        with pytest.raises(RuntimeError, match="injected"):
+            executor.run(Fault(seed, at))
+        kept = executor.last_run.choices
+        assert kept == [c for c in full.choices if c[0] < at]
+        seen += bool(kept)
+    assert seen >= 5, "most random runs preempt before their middle"

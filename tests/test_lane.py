@@ -9,9 +9,10 @@ import pytest
 from conftest import DEBIAN, needs_running_vdso, needs_samples
 
 from emu.engine import lane
+from emu.engine.choice import Options, RunHost, RunTask
 from emu.engine.executor import Executor
 from emu.engine.scenario import Scenario
-from emu.engine.scheduler import Default
+from emu.engine.scheduler import Default, PointInfo, Scheduler
 from emu.errors import ScheduleError
 from emu.image.dump import dump_running_vdso
 from emu.search.hypothesis import Plan
@@ -108,11 +109,11 @@ def test_a_real_vdso_gives_the_same_runs():
 def test_ctrl_c_in_a_decision_is_not_swallowed():
     native, _ = pair("modern", host="kvm", host_params={"updates": 1})
 
-    class Interrupt:
-        def quiet_until(self, index: int, options: tuple[str, ...]) -> int:
+    class Interrupt(Scheduler):
+        def quiet_until(self, index: int, options: Options) -> int:
             return 5
 
-        def choose(self, index: int, options: tuple[str, ...]) -> int:
+        def choose(self, index: int, options: Options, info: PointInfo | None) -> int:
             if index >= 5:
                 raise KeyboardInterrupt
             return 0
@@ -146,10 +147,10 @@ def test_without_a_compiler_the_executor_runs_in_python(tmp_path, monkeypatch):
     assert lane.library() is not None
 
 
-AGENTS = ("t0", "t1", "t2", "host")
+AGENTS = (RunTask(0), RunTask(1), RunTask(2), RunHost())
 
 
-def _walk(scheduler, rng: random.Random, n: int) -> tuple[list[tuple[str, ...]], list[int]]:
+def _walk(scheduler, rng: random.Random, n: int) -> tuple[list[Options], list[int]]:
     """Ask `scheduler` at every point as a run would: the default is the agent chosen last,
     the runnable set changes now and then. (the options offered, the choices)."""
     seq, out = [], []
@@ -160,14 +161,14 @@ def _walk(scheduler, rng: random.Random, n: int) -> tuple[list[tuple[str, ...]],
             enabled = rng.sample(AGENTS, rng.randrange(2, len(AGENTS) + 1))
         default = last if last in enabled and rng.random() < 0.95 else enabled[0]
         options = (default,) + tuple(a for a in enabled if a != default)
-        k = scheduler.choose(index, options)
+        k = scheduler.choose(index, options, None)
         seq.append(options)
         out.append(k)
         last = options[k]
     return seq, out
 
 
-def _skipping(scheduler, seq: list[tuple[str, ...]]) -> tuple[list[int], int]:
+def _skipping(scheduler, seq: list[Options]) -> tuple[list[int], int]:
     """The same points asked the way the executor's lane does: not at all while the
     scheduler said it is quiet and the options have not changed. (choices, points skipped)"""
     out = []
@@ -185,7 +186,7 @@ def _skipping(scheduler, seq: list[tuple[str, ...]]) -> tuple[list[int], int]:
             out.append(0)
             skipped += 1
             continue
-        out.append(scheduler.choose(index, options))
+        out.append(scheduler.choose(index, options, None))
     return out, skipped
 
 
@@ -225,7 +226,7 @@ def test_random_walk_preempts_at_its_rate():
         walk = RandomWalk(seed, preempt=0.2)
         for index in range(100):
             total += 1
-            hits += walk.choose(index, ("t0", "t1", "host")) != 0
+            hits += walk.choose(index, (RunTask(0), RunTask(1), RunHost()), None) != 0
     assert 0.17 < hits / total < 0.23
 
 

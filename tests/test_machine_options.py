@@ -4,36 +4,39 @@ from __future__ import annotations
 
 import pytest
 
+from emu.engine.choice import Options
 from emu.engine.executor import Executor
 from emu.engine.scenario import Scenario
+from emu.engine.scheduler import PointInfo, Scheduler
 from emu.search.fuzz import Campaign
 from emu.search.random import RandomWalk
 from emu.search.replay import Replay
 
 
-class Spy:
-    """Delegates to a scheduler and remembers every (index, options) it was offered."""
+class Spy(Scheduler):
+    """Delegates to a scheduler and remembers every (index, option labels) it was offered."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
         self.offered: list[tuple[int, tuple[str, ...]]] = []
 
-    def choose(self, index: int, options: tuple[str, ...]) -> int:
-        self.offered.append((index, options))
-        return self.inner.choose(index, options)
+    def choose(self, index: int, options: Options, info: PointInfo | None) -> int:
+        self.offered.append((index, tuple(o.label for o in options)))
+        return self.inner.choose(index, options, info)
 
 
-class Pick:
-    """Takes the first option matching a predicate, `times` times; otherwise the default."""
+class Pick(Scheduler):
+    """Takes the first option whose label matches a predicate, `times` times; otherwise
+    the default."""
 
     def __init__(self, want, times: int = 1) -> None:
         self.want = want
         self.times = times
 
-    def choose(self, index: int, options: tuple[str, ...]) -> int:
+    def choose(self, index: int, options: Options, info: PointInfo | None) -> int:
         if self.times:
-            for k, label in enumerate(options):
-                if k and self.want(label):
+            for k, option in enumerate(options):
+                if k and self.want(option.label):
                     self.times -= 1
                     return k
         return 0
@@ -128,7 +131,7 @@ def test_migration_options_offer_every_other_vcpu_and_keep_option_0_default():
 def test_a_migrated_task_reads_the_new_vcpus_tsc_and_cpu_number():
     ex = executor(image="percpu", host="kvm", host_params={"updates": 0}, task_migration=True)
     run = ex.run(Pick(lambda label: label == "t0>v1"))
-    assert "t0>v1" in [label for _, label in run.choices]
+    assert "t0>v1" in [c.label for _, c in run.choices]
     t0 = [r for r in run.reads if r.task == 0]
     ops = [op for r in t0 for op in r.ops]
     assert ops[0].vcpu == 1  # moved at the very first decision
@@ -145,7 +148,7 @@ def test_migration_choices_replay_and_both_modes_agree():
     seen = 0
     for seed in range(40):
         run = ex.run(RandomWalk(seed, preempt=0.3))
-        if not any(">" in label for _, label in run.choices):
+        if not any(">" in c.label for _, c in run.choices):
             continue
         seen += 1
         again = ex.run(Replay(run.choices))
@@ -159,7 +162,7 @@ def test_percpu_aba_migration_finding_shrinks_to_migrations_and_replays():
     sc = Scenario(image="percpu", host="unsynced-tsc", task_migration=True)
     out = Campaign(sc).fuzz(strategy="hypothesis", seed=0, max_schedules=2000)
     assert out.finding is not None
-    labels = [label for _, label in out.finding.schedule.choices]
+    labels = [c.label for _, c in out.finding.schedule.choices]
     # The ABA: out to the other vCPU and back (percpu's getcpu recheck then passes).
     assert sum(">" in label for label in labels) >= 2
     run = Executor(sc).run(Replay(out.finding.schedule.choices))
@@ -206,7 +209,7 @@ def test_speculative_tsc_stays_inside_its_read_and_replays():
                 at = [s for s in range(r.start, op.t + 1) if run.clock.tsc(op.vcpu, s) == op.arg]
                 assert at, (seed, r.label, op)
                 early += at[0] < op.t
-        if any(label.startswith("tsc-") for _, label in run.choices):
+        if any(c.label.startswith("tsc-") for _, c in run.choices):
             assert ex.run(Replay(run.choices)).outcome() == run.outcome()
             stepped = ex.run(Replay(run.choices), observer=lambda *_: None)
             assert stepped.outcome() == run.outcome()
@@ -216,7 +219,7 @@ def test_speculative_tsc_stays_inside_its_read_and_replays():
 def test_a_chosen_tsc_k_returns_the_tsc_of_step_t_minus_k():
     ex = executor(image="bug-unfenced-rdtsc", host="kvm", speculative_tsc=True)
     run = ex.run(Pick(lambda label: label == "tsc-1"))
-    assert [label for _, label in run.choices] == ["tsc-1"]
+    assert [c.label for _, c in run.choices] == ["tsc-1"]
     op = next(op for r in run.reads for op in r.ops if op.kind == "rdtsc")
     assert op.arg == run.clock.tsc(op.vcpu, op.t - 1)
 
@@ -228,4 +231,4 @@ def test_unfenced_rdtsc_is_a_violation_only_when_speculative():
     spec = Scenario(image="bug-unfenced-rdtsc", host="kvm", speculative_tsc=True)
     out = Campaign(spec).fuzz(strategy="random", seed=0, max_schedules=1500)
     assert out.finding is not None and out.finding.oracle == "consistent"
-    assert any(label.startswith("tsc-") for _, label in out.finding.schedule.choices)
+    assert any(c.label.startswith("tsc-") for _, c in out.finding.schedule.choices)

@@ -215,7 +215,7 @@ def test_running_vdso_falls_back_to_the_syscall_without_the_stable_bit(dump):
 def test_guest_timekeeping_updates_pass_and_a_seqless_writer_is_caught(dump, monkeypatch):
     from functools import partial
 
-    import emu.engine.executor
+    import emu.engine.host_side
     from emu.engine.executor import Executor
     from emu.engine.scenario import Scenario
     from emu.search.fuzz import Campaign
@@ -232,7 +232,7 @@ def test_guest_timekeeping_updates_pass_and_a_seqless_writer_is_caught(dump, mon
     assert moved > 100, "the timekeeping updates happen in most runs"
     # The same writer without its seqlock: a reader can mix two anchors.
     monkeypatch.setattr(
-        emu.engine.executor, "timekeeping", partial(vdso_data.timekeeping, bump_seq=False)
+        emu.engine.host_side, "timekeeping", partial(vdso_data.timekeeping, bump_seq=False)
     )
     out = Campaign(sc).fuzz(strategy="random", seed=0, max_schedules=3000)
     assert out.finding is not None and out.finding.oracle == "consistent"

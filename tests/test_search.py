@@ -9,14 +9,16 @@ import random
 import pytest
 
 from emu.cli import main
+from emu.engine.choice import Options, RunTask, is_agent_point
 from emu.engine.executor import Executor
 from emu.engine.scenario import Scenario
-from emu.engine.scheduler import Default
+from emu.engine.scheduler import Default, Scheduler
 from emu.search.exhaustive import ExhaustiveStrategy, Walk
 from emu.search.fuzz import STRATEGIES, Campaign
 from emu.search.pct import PctRun, PctStrategy, guarantee
 from emu.search.random import RandomStrategy
-from emu.search.strategy import Result, is_agent_point
+from emu.search.schedule import parse_choice
+from emu.search.strategy import Result
 
 _EXECUTORS: dict[tuple, Executor] = {}
 
@@ -29,46 +31,54 @@ def campaign(image: str, host: str = "kvm", reads: int = 2, **kw) -> Campaign:
     return Campaign(ex.scenario, ex)
 
 
+def options(*labels: str) -> Options:
+    """The options of a decision point, written as their labels."""
+    return tuple(parse_choice(label) for label in labels)
+
+
+T0, T1, HOST = options("t0", "t1", "host")
+
+
 # --- labels and the preemption / reduction bookkeeping -----------------------------------
 
 
 def test_agent_points_and_action_points():
-    assert is_agent_point(("t0", "t1", "host"))
-    assert not is_agent_point(("stay", "t0>v1"))
-    assert not is_agent_point(("tsc", "tsc-1", "tsc-2"))
+    assert is_agent_point(options("t0", "t1", "host"))
+    assert not is_agent_point(options("stay", "t0>v1"))
+    assert not is_agent_point(options("tsc", "tsc-1", "tsc-2"))
 
 
 def test_walk_counts_preemptions_only_when_the_last_agent_could_go_on():
     w = Walk()
-    opts = ("t0", "t1", "host")
+    opts = (T0, T1, HOST)
     assert w.cost(opts, 1) == 0  # nobody ran yet: who starts is free
     w = w.after(opts, 0)  # t0 ran
     assert w.cost(opts, 0) == 0
     assert w.cost(opts, 1) == 1  # t0 was still enabled
-    assert w.cost(("t1", "host"), 1) == 0  # t0 finished or was parked: free switch
-    assert w.cost(("stay", "t0>v1"), 1) == 1  # every action counts
+    assert w.cost((T1, HOST), 1) == 0  # t0 finished or was parked: free switch
+    assert w.cost(options("stay", "t0>v1"), 1) == 1  # every action counts
 
 
 def test_walk_prunes_switching_back_to_a_task_that_ran_since_the_last_host_step():
-    opts = ("t0", "t1", "host")
+    opts = (T0, T1, HOST)
     w = Walk().after(opts, 0).after(opts, 1)  # t0, then t1 (no host step)
-    assert w.last == "t1" and w.ran == {"t0", "t1"}
-    assert w.pruned(("t1", "t0", "host"), 1)  # back to t0: reorders reads only
-    assert not w.pruned(("t1", "t0", "host"), 2)  # the host is never pruned
-    w2 = w.after(("t1", "t0", "host"), 2)  # the host steps: a new gap
+    assert w.last == T1 and w.ran == {T0, T1}
+    assert w.pruned((T1, T0, HOST), 1)  # back to t0: reorders reads only
+    assert not w.pruned((T1, T0, HOST), 2)  # the host is never pruned
+    w2 = w.after((T1, T0, HOST), 2)  # the host steps: a new gap
     assert w2.ran == frozenset()
-    assert not w2.pruned(("host", "t0", "t1"), 1)
+    assert not w2.pruned((HOST, T0, T1), 1)
     # An unseen host step: t0 reappears among the options (a vCPU was unparked).
-    w3 = Walk().after(opts, 0).after(("t1", "host"), 0)
-    assert not w3.pruned(("t1", "t0", "host"), 1)
+    w3 = Walk().after(opts, 0).after((T1, HOST), 0)
+    assert not w3.pruned((T1, T0, HOST), 1)
 
 
 def test_walk_ends_the_gap_at_an_action():
-    opts = ("t0", "t1", "host")
+    opts = (T0, T1, HOST)
     w = Walk().after(opts, 0).after(opts, 1)
-    moved = w.after(("stay", "t0>v1"), 1)
-    assert moved.ran == frozenset() and moved.last == "t1" and moved.preemptions == 2
-    assert w.after(("stay", "t0>v1"), 0).ran == w.ran
+    moved = w.after(options("stay", "t0>v1"), 1)
+    assert moved.ran == frozenset() and moved.last == T1 and moved.preemptions == 2
+    assert w.after(options("stay", "t0>v1"), 0).ran == w.ran
 
 
 # --- exhaustive -----------------------------------------------------------------------------
@@ -154,14 +164,14 @@ def test_pct_guarantee():
     assert guarantee(3, 10, 3) == pytest.approx(1 / 300)
 
 
-def _drive(run: PctRun, n: int, agents=("t0", "t1", "host")) -> list[str]:
+def _drive(run: PctRun, n: int, agents=(T0, T1, HOST)) -> list:
     """Choices of `run` over `n` decision points where, as in the executor, option 0 is the
     agent that ran last."""
     out = []
     cur = agents[0]
     for i in range(n):
         opts = (cur,) + tuple(a for a in agents if a != cur)
-        cur = opts[run.choose(i, opts)]
+        cur = opts[run.choose(i, opts, None)]
         out.append(cur)
     return out
 
@@ -189,13 +199,13 @@ def test_pct_treats_a_fairness_rotation_as_a_yield():
     top = labels[0]
     assert set(labels) == {top}
     # The executor moved the default away from `top` (it ran 32 events in a row).
-    rotated = tuple(o for o in ("t0", "t1", "host") if o != top) + (top,)
-    assert rotated[run.choose(40, rotated)] != top
+    rotated = tuple(o for o in (T0, T1, HOST) if o != top) + (top,)
+    assert rotated[run.choose(40, rotated, None)] != top
 
 
 def test_pct_action_points_take_the_default_off_change_points():
     run = PctRun(random.Random(3), depth=1, k=10)
-    assert all(run.choose(i, ("stay", "t0>v1", "t1>v0")) == 0 for i in range(10))
+    assert all(run.choose(i, options("stay", "t0>v1", "t1>v0"), None) == 0 for i in range(10))
 
 
 def test_pct_strategy_rejects_depth_0():
@@ -295,10 +305,11 @@ def test_point_info_host_commutes_only_with_disjoint_loads():
     from emu.engine.scheduler import PointInfo
 
     load = ("load", 0x1000, 4)
-    assert PointInfo("t0", load, ((0x1008, 0x1010),)).host_commutes()
-    assert not PointInfo("t0", load, ((0x1002, 0x1003),)).host_commutes()
-    assert not PointInfo("t0", load, None).host_commutes()  # parks or retunes: conflicts
-    assert not PointInfo("t0", ("rdtsc", 0, 0), ((0x1008, 0x1010),)).host_commutes()
+    t0 = RunTask(0)
+    assert PointInfo(t0, load, ((0x1008, 0x1010),)).host_commutes()
+    assert not PointInfo(t0, load, ((0x1002, 0x1003),)).host_commutes()
+    assert not PointInfo(t0, load, None).host_commutes()  # parks or retunes: conflicts
+    assert not PointInfo(t0, ("rdtsc", 0, 0), ((0x1008, 0x1010),)).host_commutes()
 
 
 def test_executor_tells_an_info_scheduler_the_pending_load_and_the_host_writes():
@@ -306,9 +317,9 @@ def test_executor_tells_an_info_scheduler_the_pending_load_and_the_host_writes()
 
     c = campaign("modern", host="kvm", reads=1)
     lo, hi = c.executor.shared
-    seen: list[tuple[tuple[str, ...], PointInfo]] = []
+    seen: list[tuple[Options, PointInfo]] = []
 
-    class Spy:
+    class Spy(Scheduler):
         wants_info = True
 
         def choose(self, index, options, info):

@@ -52,8 +52,9 @@ from emu.engine.scheduler import Default  # noqa: E402
 from emu.errors import ImageError  # noqa: E402
 from emu.image.loader import manifest  # noqa: E402
 from emu.oracles import judge  # noqa: E402
-from emu.search.fuzz import STRATEGIES, Campaign  # noqa: E402
+from emu.search.fuzz import Campaign  # noqa: E402
 from emu.search.random import RandomWalk  # noqa: E402
+from emu.search.registry import STRATEGIES  # noqa: E402
 from host_model.base import HostView  # noqa: E402
 from host_model.clock import Clock  # noqa: E402
 from host_model.registry import HOSTS, make_host  # noqa: E402
@@ -284,7 +285,7 @@ def real_vdso(n: int) -> dict[str, Any]:
             {
                 "image": label,
                 "arch": runs[label][1].image.arch,
-                "sites": len(runs[label][1].sites),
+                "sites": runs[label][1].sites.hooked,
                 "schedules_per_s": round(rate[label], 1),
                 "ratio_to_modern": round(rate[label] / rate["modern"], 2),
             }

@@ -15,8 +15,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # importlib.abc's copy is deprecated from 3.12
-    from importlib.resources.abc import Traversable
+if TYPE_CHECKING:  # for the type only: importlib.resources.abc is 3.11+, importlib.abc's
+    # copy is deprecated from 3.12 (and neither is imported at run time)
+    from importlib.abc import Traversable
 
 #: The image description `tools/build_blobs.py` writes.
 MANIFEST = "manifest.json"
@@ -50,4 +51,5 @@ def manifest() -> dict[str, Any]:
     node = resource(MANIFEST)
     if not node.is_file():
         return {"images": [], "aliases": {}}
-    return json.loads(node.read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(node.read_text(encoding="utf-8"))
+    return data

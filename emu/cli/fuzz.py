@@ -16,7 +16,7 @@ from emu.cli.options import (
     scenario,
 )
 from emu.errors import UsageError
-from emu.search import STRATEGIES
+from emu.search.registry import STRATEGIES
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -66,7 +66,7 @@ def capstone_for(bits: int) -> capstone.Cs:
 
 def uc_reg(cs: capstone.Cs, reg: int) -> int:
     """Unicorn's id for a capstone register id."""
-    return getattr(ux, "UC_X86_REG_" + cs.reg_name(reg).upper())
+    return int(getattr(ux, "UC_X86_REG_" + cs.reg_name(reg).upper()))
 
 
 def scan(image: Image, shared: tuple[int, int]) -> list[Site]:

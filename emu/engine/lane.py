@@ -72,7 +72,7 @@ class LaneState(ctypes.Structure):
 
 #: Word index of each field, for `words` (ctypes field access costs ~0.2 us, a memoryview
 #: item a tenth of that, and the executor sets several fields per call into Python).
-WORD = {name: getattr(LaneState, name).offset // 8 for name, _ in LaneState._fields_}
+WORD = {f[0]: getattr(LaneState, f[0]).offset // 8 for f in LaneState._fields_}
 
 
 def words(state: LaneState) -> memoryview:
@@ -158,7 +158,7 @@ def _build(cc: str, path: Path) -> None:
 
 
 def site_state(
-    lane: ctypes.pointer, site: Site, how: tuple[int, int, int, int, int] | int
+    lane: ctypes._Pointer[LaneState], site: Site, how: tuple[int, int, int, int, int] | int
 ) -> SiteState:
     """The C record of one hooked site; `how` is the executor's decoding of a load's address
     (the address itself when fixed, else base reg, index reg, scale, disp, mask)."""
@@ -176,7 +176,7 @@ def site_state(
 def hook_sites(
     machine: Machine,
     lib: ctypes.CDLL,
-    lane: ctypes.pointer,
+    lane: ctypes._Pointer[LaneState],
     sites: dict[int, tuple[Site, tuple[int, int, int, int, int] | int]],
 ) -> None:
     """Hook every site (address -> (site, how), as for `site_state`) with the lane.
@@ -198,4 +198,5 @@ def hook_sites(
     for obj in (slots, table):
         machine.keep(obj)
     hook = ctypes.cast(lib.lane_table_hook, ctypes.c_void_p).value
+    assert hook is not None
     machine.hook_native(lo, hook, ctypes.addressof(table), end=hi)

@@ -12,6 +12,7 @@ import ctypes
 import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from unicorn import (
     UC_ARCH_X86,
@@ -20,8 +21,6 @@ from unicorn import (
     UC_MODE_64,
     UC_PROT_ALL,
     UC_PROT_READ,
-    Uc,
-    UcError,
 )
 from unicorn import x86_const as ux
 
@@ -30,6 +29,13 @@ from emu.image.elf import PAGE, Image
 
 #: The binding's private C API handles; `binding` refuses an unsupported Unicorn first.
 _ucmod = binding.load()
+
+# The Python 3 binding, where type checkers find its annotations (`unicorn` itself picks
+# between bindings at run time); imported after `binding` has checked the version.
+from unicorn.unicorn_py3.unicorn import Uc, UcContext, UcError  # noqa: E402
+
+if TYPE_CHECKING:
+    from _ctypes import CFuncPtr
 
 IMAGE_BASE = 0x4000_0000
 STACK_BASE = 0x6000_0000
@@ -61,7 +67,7 @@ REGS32 = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp")
 
 
 def _reg(name: str) -> int:
-    return getattr(ux, "UC_X86_REG_" + name.upper())
+    return int(getattr(ux, "UC_X86_REG_" + name.upper()))
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,13 @@ class Layout:
             if start <= addr < start + PAGE:
                 return name, addr - start
         return None
+
+
+def _address_of(fn: CFuncPtr) -> int:
+    """The address of a ctypes function object."""
+    address = ctypes.cast(fn, ctypes.c_void_p).value
+    assert address is not None
+    return address
 
 
 class Machine:
@@ -155,7 +168,7 @@ class Machine:
         guard = self.guarded(fn)
         cb = _ucmod.HOOK_CODE_CFUNC(lambda _uc, address, _size, _data: guard(address))
         self._callbacks.append(cb)  # the engine holds only a raw pointer to it
-        self.hook_native(addr, ctypes.cast(cb, ctypes.c_void_p).value, None)
+        self.hook_native(addr, _address_of(cb), None)
 
     def hook_native(
         self, addr: int, callback: int, data: int | None, end: int | None = None
@@ -177,7 +190,7 @@ class Machine:
 
     def c_function(self, name: str) -> int:
         """The address of the Unicorn C API function `name`."""
-        return ctypes.cast(getattr(self._lib, name), ctypes.c_void_p).value
+        return _address_of(getattr(self._lib, name))
 
     def keep(self, obj: object) -> None:
         """Keep `obj` alive as long as the engine (it holds raw pointers into it)."""
@@ -235,7 +248,7 @@ class Machine:
         top[at : at + len(frame)] = frame
         return bytes(top)
 
-    def _make_entry(self, task: int) -> object:
+    def _make_entry(self, task: int) -> UcContext:
         """The CPU context at the call of the entry function, for `task`'s stack."""
         uc = self.uc
         for r in self.reg_ids:
@@ -249,7 +262,7 @@ class Machine:
         uc.reg_write(ux.UC_X86_REG_EFLAGS, 0x202)
         return uc.context_save()
 
-    def entry_context(self, task: int) -> object:
+    def entry_context(self, task: int) -> UcContext:
         return self._entry_ctx[task]
 
     def reset(self, pages: bytes | None = None) -> None:

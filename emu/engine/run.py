@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from emu.engine.choice import Choice
 from host_model.base import HostStep
 from host_model.clock import Clock
 
@@ -73,8 +74,8 @@ class Run:
     #: Clock key -> [(time published, snapshot)], oldest first; boot records at t = -1.
     history: dict[str, list[tuple[int, Any]]]
     clock: Clock
-    #: Non-default scheduler choices: (decision index, option label).
-    choices: list[tuple[int, str]]
+    #: Non-default scheduler choices: (decision point, the option taken).
+    choices: list[tuple[int, Choice]]
     points: int
     steps: int
     #: Set when the run stopped early (a fault or a hang); the read says why.

@@ -1,29 +1,36 @@
-"""The `Scheduler` interface: at each decision point, pick one of the offered options.
+"""The `Scheduler` contract: at each decision point, pick one of the offered options.
 
 A decision point arises whenever more than one agent (a task, or the host) could execute
-the next event. Option 0 is always the default — keep running the current agent — so a
-schedule is just the sparse list of points where a strategy chose something else, and
-shrinking towards option 0 shrinks towards fewer preemptions.
+the next event, and at action points (a guest task migration, a speculative TSC). Option 0
+is always the default (keep running the current agent; nothing happens), so a schedule is
+just the sparse list of points where a strategy chose something else, and shrinking
+towards option 0 shrinks towards fewer preemptions.
+
+The executor's decision maker (emu/engine/decisions.py) is the only caller of a scheduler.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar
+
+from emu.engine.choice import Options, RunTask
+
+#: `quiet_until` of a scheduler that never deviates again.
+NEVER = 1 << 62
 
 
 @dataclass(frozen=True)
 class PointInfo:
     """What the next event of some options would touch, for strategies that reduce.
 
-    A scheduler whose class sets `wants_info = True` is called as
-    `choose(index, options, info)`.
+    Given to `choose` only when the scheduler's class sets `wants_info = True`.
     """
 
-    #: The task that is about to execute a visible operation (its label), and that
-    #: operation: (kind, address, size). None at decisions outside a guest operation.
-    task: str | None = None
+    #: The task that is about to execute a visible operation, and that operation:
+    #: (kind, address, size). None at decisions outside a guest operation.
+    task: RunTask | None = None
     op: tuple[str, int, int] | None = None
     #: Address ranges [start, end) the host's next step writes; None when the host has no
     #: next step or the step does more than write (parks vCPUs, retunes a TSC).
@@ -37,20 +44,24 @@ class PointInfo:
         return all(hi <= lo or lo + size <= start for start, hi in self.host_writes)
 
 
-class Scheduler(Protocol):
-    """A scheduler may also define `quiet_until(index, options) -> int`: the first decision
-    point at or after `index` where it might not take option 0, given that every point until
-    then offers `options` (the executor asks only while that holds). The executor then runs
-    the points before it without calling `choose` (in its native lane), so `choose` must
-    not depend on being called at those points."""
+class Scheduler:
+    """Makes the choices of one run (a fresh scheduler per run)."""
 
-    def choose(self, index: int, options: tuple[str, ...]) -> int:
-        """The chosen option's position in `options` for decision point `index`."""
-        ...
+    #: Does `choose` want a `PointInfo` (then it gets one at every point, and the executor
+    #: runs every visible operation in Python)? Otherwise `info` is None.
+    wants_info: ClassVar[bool] = False
 
+    def choose(self, point: int, options: Options, info: PointInfo | None) -> int:
+        """The chosen option's position in `options` at decision point `point`."""
+        raise NotImplementedError
 
-#: `quiet_until` of a scheduler that never deviates again.
-NEVER = 1 << 62
+    def quiet_until(self, point: int, options: Options) -> int:
+        """The first decision point at or after `point` where this scheduler might not take
+        option 0, given that every point until then offers `options` (the executor asks
+        only while that holds). The executor runs the points before it without calling
+        `choose` (in its native lane), so `choose` must not depend on being called there.
+        This default is never quiet."""
+        return point
 
 
 def next_point(points: list[int], index: int) -> int:
@@ -59,11 +70,11 @@ def next_point(points: list[int], index: int) -> int:
     return points[at] if at < len(points) else NEVER
 
 
-class Default:
+class Default(Scheduler):
     """Never preempts: each agent runs until it blocks or finishes."""
 
-    def choose(self, index: int, options: tuple[str, ...]) -> int:
+    def choose(self, point: int, options: Options, info: PointInfo | None) -> int:
         return 0
 
-    def quiet_until(self, index: int, options: tuple[str, ...]) -> int:
+    def quiet_until(self, point: int, options: Options) -> int:
         return NEVER

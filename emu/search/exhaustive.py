@@ -14,7 +14,7 @@ points (a guest task migration, a speculative TSC: options that are not agents) 
 non-default choice counts as one. With `bound` preemptions per run the search is finite,
 and it says "verified within bound k" when it finishes without a violation.
 
-Reduction (sound for the information a decision point carries today: option labels).
+Reduction (sound for the information a decision point carries today: the options).
 Tasks only read the shared pages and write their own stacks, so between two host steps
 their visible operations commute: every load returns the same bytes whichever task goes
 first. Within such a gap the search therefore never switches to a task that has already
@@ -36,10 +36,10 @@ after the load at the same preemption cost; so the host alternative is skipped t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from emu.engine.scheduler import PointInfo
-from emu.search.strategy import HOST, RunOne, is_agent_point, is_task
+from emu.engine.choice import Choice, Options, RunHost, RunTask, is_agent_point
+from emu.engine.scheduler import PointInfo, Scheduler
+from emu.search.strategy import RunOne, Settings, Strategy
 
 
 class Nondeterminism(RuntimeError):
@@ -50,19 +50,21 @@ class Nondeterminism(RuntimeError):
 class Walk:
     """What the search knows before a decision point: enough to judge its alternatives."""
 
-    #: The label chosen at the previous agent decision point (None before the first).
-    last: str | None = None
+    #: The choice taken at the previous agent decision point (None before the first).
+    last: Choice | None = None
     preemptions: int = 0
     #: Tasks that ran since the last host step or action (the current gap).
-    ran: frozenset[str] = frozenset()
+    ran: frozenset[Choice] = frozenset()
     #: The options offered at the previous agent decision point.
-    prev: tuple[str, ...] = ()
+    prev: Options = ()
 
-    def gap_reset(self, options: tuple[str, ...]) -> bool:
+    def gap_reset(self, options: Options) -> bool:
         """Did a host step the search could not see happen since the previous point?"""
-        return bool(self.prev) and any(is_task(o) and o not in self.prev for o in options)
+        return bool(self.prev) and any(
+            isinstance(o, RunTask) and o not in self.prev for o in options
+        )
 
-    def cost(self, options: tuple[str, ...], k: int) -> int:
+    def cost(self, options: Options, k: int) -> int:
         """Preemptions that taking option `k` adds."""
         if not k:
             return 0
@@ -70,30 +72,30 @@ class Walk:
             return 1
         return 1 if self.last is not None and self.last in options else 0
 
-    def pruned(self, options: tuple[str, ...], k: int) -> bool:
+    def pruned(self, options: Options, k: int) -> bool:
         """Does the reduction skip option `k` (a switch to a task that already ran here)?"""
-        label = options[k]
-        if not is_task(label) or label == self.last or not is_agent_point(options):
+        choice = options[k]
+        if not isinstance(choice, RunTask) or choice == self.last:
             return False
         ran = frozenset() if self.gap_reset(options) else self.ran
-        return label in ran
+        return choice in ran
 
-    def after(self, options: tuple[str, ...], k: int) -> Walk:
+    def after(self, options: Options, k: int) -> Walk:
         cost = self.cost(options, k)
         if not is_agent_point(options):
             # An action (migration, speculation) ends the gap; "nothing" changes nothing.
             return Walk(
                 self.last, self.preemptions + cost, frozenset() if k else self.ran, self.prev
             )
-        label = options[k]
+        choice = options[k]
         ran = frozenset() if self.gap_reset(options) else self.ran
-        ran = ran | {label} if is_task(label) else frozenset()
-        return Walk(label, self.preemptions + cost, ran, options)
+        ran = ran | {choice} if isinstance(choice, RunTask) else frozenset()
+        return Walk(choice, self.preemptions + cost, ran, options)
 
 
 @dataclass
 class Frame:
-    options: tuple[str, ...]
+    options: Options
     before: Walk
     chosen: int = 0
     todo: list[int] = field(default_factory=list)
@@ -103,48 +105,56 @@ class Frame:
 NO_INFO = PointInfo()
 
 
-class Guided:
+class Guided(Scheduler):
     """One run's scheduler: follow `frames`' choices, then the default; record the options."""
 
     wants_info = True
 
     def __init__(self, frames: list[Frame]) -> None:
         self.frames = frames
-        self.seen: list[tuple[str, ...]] = []
+        self.seen: list[Options] = []
         self.infos: list[PointInfo] = []
 
-    def choose(self, index: int, options: tuple[str, ...], info: PointInfo = NO_INFO) -> int:
+    def choose(self, index: int, options: Options, info: PointInfo | None) -> int:
         self.seen.append(options)
-        self.infos.append(info)
+        self.infos.append(info or NO_INFO)
         if index < len(self.frames):
             f = self.frames[index]
             if f.options != options:
                 raise Nondeterminism(
-                    f"decision {index} offered {options}, but an earlier run with the same "
-                    f"choices offered {f.options}: the executor is not deterministic"
+                    f"decision {index} offered {_labels(options)}, but an earlier run with the "
+                    f"same choices offered {_labels(f.options)}: the executor is not deterministic"
                 )
             return f.chosen
         return 0
 
 
-class ExhaustiveStrategy:
+def _labels(options: Options) -> str:
+    return " ".join(o.label for o in options)
+
+
+class ExhaustiveStrategy(Strategy):
     name = "exhaustive"
-    wants_score = False
+    #: Until done: the search is finite.
+    default_budget = 10**12
 
     def __init__(self, bound: int = 2, reduce: bool = True) -> None:
         if bound < 0:
             raise ValueError(f"--preemptions must be at least 0, not {bound}")
+        super().__init__()
         self.bound = bound
         self.reduce = reduce
-        self.notes: list[str] = []
-        self.stats: dict[str, Any] = {}
         self.interleavings = 0
         self.pruned = 0
         self.commuted = 0
         self.complete = False
         self.violated = False
 
-    def _alternatives(self, options: tuple[str, ...], before: Walk, info: PointInfo) -> list[int]:
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ExhaustiveStrategy:
+        return cls(settings.preemptions)
+
+    def _alternatives(self, options: Options, before: Walk, info: PointInfo) -> list[int]:
         out = []
         for k in range(1, len(options)):
             if before.preemptions + before.cost(options, k) > self.bound:
@@ -154,7 +164,7 @@ class ExhaustiveStrategy:
                 continue
             if (
                 self.reduce
-                and options[k] == HOST
+                and isinstance(options[k], RunHost)
                 and options[0] == info.task
                 and info.host_commutes()
             ):

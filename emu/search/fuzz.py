@@ -8,21 +8,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emu.engine.choice import Choices
 from emu.engine.executor import Executor
 from emu.engine.run import Run
 from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Scheduler
 from emu.errors import BAD_INPUT, InternalError
 from emu.oracles import Violation, judge
-from emu.search import STRATEGIES
+from emu.search.registry import STRATEGIES, make_strategy
 from emu.search.replay import Replay
 from emu.search.schedule import Finding, Schedule
 from emu.search.shrink import shrink
-from emu.search.strategy import Result, Strategy
+from emu.search.strategy import Result, Settings, Strategy
 
-#: Runs a strategy may make when the caller gives no budget (exhaustive: until done).
-DEFAULT_BUDGET = {"exhaustive": 10**12}
-BUDGET = 10_000
+__all__ = ["STRATEGIES", "Campaign", "Outcome"]
 
 
 @dataclass
@@ -50,25 +49,6 @@ class Outcome:
 Progress = Callable[[int, int], None]
 
 
-class _Recording:
-    """`scheduler` with its non-default choices kept as they are made, so a run that raises
-    still tells which schedule got it there (the executor records them the same way)."""
-
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.inner = scheduler
-        self.made: list[tuple[int, str]] = []
-
-    def __getattr__(self, name: str) -> object:
-        # `quiet_until`, `wants_info` and the rest are the wrapped scheduler's.
-        return getattr(self.inner, name)
-
-    def choose(self, index: int, options: tuple[str, ...], *info: object) -> int:
-        k = self.inner.choose(index, options, *info)
-        if k:
-            self.made.append((index, options[k]))
-        return k
-
-
 class Campaign:
     def __init__(self, scenario: Scenario, executor: Executor | None = None) -> None:
         self.scenario = scenario
@@ -82,16 +62,17 @@ class Campaign:
     def run(self, scheduler: Scheduler) -> tuple[Run, list[Violation]]:
         """One run under `scheduler`, judged. An exception that is not bad input is a bug
         of ours: it leaves as an InternalError carrying the choices made so far."""
-        recording = _Recording(scheduler)
+        self.executor.last_run = None
         run = None
         try:
-            run = self.executor.run(recording)
+            run = self.executor.run(scheduler)
             self.count += 1
             return run, judge(run, self.scenario)
         except (*BAD_INPUT, InternalError):
             raise
         except Exception as e:
-            made = run.choices if run is not None else recording.made
+            partial = run or self.executor.last_run
+            made = partial.choices if partial is not None else []
             schedule = Schedule(self.scenario, self.executor.image.sha256, tuple(made))
             raise InternalError(e, schedule, in_run=run is None) from e
 
@@ -118,16 +99,18 @@ class Campaign:
         instant of the read. None when the run has no two ordered reads and no error.
         """
         best: int | None = None
-        done = [r for r in run.reads if r.returned()]
-        for a in done:
-            for b in done:
-                if a.end < b.start and (best is None or a.value - b.value > best):
-                    best = a.value - b.value
+        done = [
+            (r.start, r.end, r.value) for r in run.reads if r.value is not None and r.returned()
+        ]
+        for _, a_end, a_value in done:
+            for b_start, _, b_value in done:
+                if a_end < b_start and (best is None or a_value - b_value > best):
+                    best = a_value - b_value
         torn = {label for v in violations if v.oracle == "consistent" for label in v.reads}
         for r in run.reads:
-            if r.label not in torn:
+            if r.label not in torn or r.value is None:
                 continue
-            err = None
+            err: int | None = None
             for t in range(r.start, r.end + 1):
                 tsc = run.clock.tsc(r.vcpu_at(t), t)
                 for key in r.keys:
@@ -139,7 +122,7 @@ class Campaign:
                 best = err
         return None if best is None else float(best)
 
-    def replay(self, choices: tuple[tuple[int, str], ...]) -> tuple[Run, list[Violation]]:
+    def replay(self, choices: Choices) -> tuple[Run, list[Violation]]:
         return self.run(Replay(choices))
 
     def fuzz(
@@ -154,18 +137,16 @@ class Campaign:
         preemptions: int = 2,
     ) -> Outcome:
         """Run `strategy` until a violation or `max_schedules` runs (None: the strategy's
-        default, 10,000, or no limit for `exhaustive`), then shrink the violation.
+        default: `Strategy.default_budget`), then shrink the violation.
 
         `depth` is PCT's bug depth d, `preemptions` exhaustive's preemption bound.
         """
         out = Outcome(self.scenario, strategy, seed)
         start = self._start = time.monotonic()
-        budget = max_schedules
-        if budget is None:
-            budget = DEFAULT_BUDGET.get(strategy, BUDGET)
         strat = self.strategy(
             strategy, seed=seed, database=database, depth=depth, preemptions=preemptions
         )
+        budget = strat.default_budget if max_schedules is None else max_schedules
         try:
             self._search(strat, budget, progress)
         except KeyboardInterrupt:
@@ -176,32 +157,36 @@ class Campaign:
         out.first_hit = self.first_hit
         out.schedules = self.count
         if self.best is not None:
-            choices = tuple(self.best[0].choices)
-            if not out.interrupted:
-                # Hypothesis shrinks its plans; dropping choices one at a time can still
-                # remove a preemption its byte-level shrinker could not.
-                choices = self._shrink(choices)
-            run, violations = self.replay(choices)
-            v = next((x for x in violations if x.oracle == self.target), None)
-            if v is not None:
-                out.finding = Finding(
-                    Schedule(
-                        self.scenario,
-                        self.executor.image.sha256,
-                        tuple(run.choices),
-                        seed,
-                        strategy,
-                    ),
-                    v.oracle,
-                    v.message,
-                    v.reads,
-                    {"schedules": out.schedules, "decision_points": run.points, "steps": run.steps},
-                )
+            out.finding = self._finding(tuple(self.best[0].choices), out)
         out.elapsed = time.monotonic() - start
         return out
 
-    def _shrink(self, choices: tuple[tuple[int, str], ...]) -> tuple[tuple[int, str], ...]:
-        def fails(c: tuple[tuple[int, str], ...]) -> bool:
+    def _finding(self, choices: Choices, out: Outcome) -> Finding | None:
+        """The finding of the best violating run's `choices`, shrunk unless interrupted."""
+        if not out.interrupted:
+            # Hypothesis shrinks its plans; dropping choices one at a time can still
+            # remove a preemption its byte-level shrinker could not.
+            choices = self._shrink(choices)
+        run, violations = self.replay(choices)
+        v = next((x for x in violations if x.oracle == self.target), None)
+        if v is None:
+            return None
+        return Finding(
+            Schedule(
+                self.scenario,
+                self.executor.image.sha256,
+                tuple(run.choices),
+                out.seed,
+                out.strategy,
+            ),
+            v.oracle,
+            v.message,
+            v.reads,
+            {"schedules": out.schedules, "decision_points": run.points, "steps": run.steps},
+        )
+
+    def _shrink(self, choices: Choices) -> Choices:
+        def fails(c: Choices) -> bool:
             _, vs = self.replay(c)
             return any(v.oracle == self.target for v in vs)
 
@@ -216,24 +201,10 @@ class Campaign:
         depth: int = 3,
         preemptions: int = 2,
     ) -> Strategy:
-        """The strategy called `name`, set up for this campaign's scenario."""
-        if name == "hypothesis":
-            from emu.search.hypothesis import HypothesisStrategy
-
-            return HypothesisStrategy(seed, database)
-        if name == "random":
-            from emu.search.random import RandomStrategy
-
-            return RandomStrategy(seed)
-        if name == "pct":
-            from emu.search.pct import PctStrategy
-
-            return PctStrategy(seed, depth, agents=self.scenario.vcpus + 1)
-        if name == "exhaustive":
-            from emu.search.exhaustive import ExhaustiveStrategy
-
-            return ExhaustiveStrategy(preemptions)
-        raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+        """The strategy called `name` (emu/search/registry.py), set up for this campaign's
+        scenario."""
+        settings = Settings(seed, database, depth, preemptions, agents=self.scenario.vcpus + 1)
+        return make_strategy(name, settings)
 
     def _search(self, strat: Strategy, budget: int, progress: Progress | None) -> None:
         score = strat.wants_score

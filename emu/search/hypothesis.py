@@ -13,32 +13,32 @@ import contextlib
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings, target
 from hypothesis import seed as hseed
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-from emu.engine.scheduler import Default, next_point
-from emu.search.strategy import RunOne
+from emu.engine.choice import Options
+from emu.engine.scheduler import Default, PointInfo, Scheduler, next_point
+from emu.search.strategy import RunOne, Settings, Strategy
 
 #: The label of the `target()` observation.
 TARGET = "timestamp error (ns)"
 
 
-class Plan:
+class Plan(Scheduler):
     """Scheduler for one plan: at planned points take option k (mod the options offered)."""
 
     def __init__(self, plan: list[tuple[int, int]]) -> None:
         self.plan = dict(plan)
         self.points = sorted(p for p, k in self.plan.items() if k)
 
-    def quiet_until(self, index: int, options: tuple[str, ...]) -> int:
-        return next_point(self.points, index)
+    def quiet_until(self, point: int, options: Options) -> int:
+        return next_point(self.points, point)
 
-    def choose(self, index: int, options: tuple[str, ...]) -> int:
-        k = self.plan.get(index, 0)
+    def choose(self, point: int, options: Options, info: PointInfo | None) -> int:
+        k = self.plan.get(point, 0)
         return k % len(options) if k else 0
 
 
@@ -101,15 +101,18 @@ def search(
         test()
 
 
-class HypothesisStrategy:
+class HypothesisStrategy(Strategy):
     name = "hypothesis"
     wants_score = True
 
     def __init__(self, seed: int = 0, database: Path | None = None) -> None:
+        super().__init__()
         self.seed = seed
         self.database = database
-        self.notes: list[str] = []
-        self.stats: dict[str, Any] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HypothesisStrategy:
+        return cls(settings.seed, settings.database)
 
     def explore(self, run_one: RunOne, budget: int) -> None:
         base = run_one(Default())

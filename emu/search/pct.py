@@ -1,6 +1,6 @@
 """`pct`: probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010).
 
-Each run gives every agent (task or host, or any other option label the executor offers) a
+Each run gives every agent (task or host, or any other option the executor offers) a
 random priority above `depth`, and picks `depth - 1` change points among the run's decision
 points. At each decision the highest-priority enabled agent runs; at the j-th change point
 the agent about to run is first lowered to priority `depth - j`, below every initial one.
@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import random
 from fractions import Fraction
-from typing import Any
 
-from emu.engine.scheduler import Default, next_point
-from emu.search.strategy import RunOne, is_agent_point
+from emu.engine.choice import Choice, Options, is_agent_point
+from emu.engine.scheduler import Default, PointInfo, Scheduler, next_point
+from emu.search.strategy import RunOne, Settings, Strategy
 
-#: Consecutive choices of one label after which a rotated default is taken as a yield.
+#: Consecutive choices of one agent after which a rotated default is taken as a yield.
 YIELD_STREAK = 8
 
 
-class PctRun:
+class PctRun(Scheduler):
     """The scheduler of one PCT run."""
 
     def __init__(self, rng: random.Random, depth: int, k: int) -> None:
@@ -38,22 +38,22 @@ class PctRun:
         points = rng.sample(range(max(k, 1)), min(depth - 1, max(k, 1)))
         #: Decision index -> the priority the agent about to run there drops to.
         self.changes = {p: depth - j for j, p in enumerate(sorted(points), 1)}
-        self.prio: dict[str, float] = {}
+        self.prio: dict[Choice, float] = {}
         self.floor = 0.0
-        self.last: str | None = None
+        self.last: Choice | None = None
         self.streak = 0
         #: The last point `choose` was asked at; points after it that it was not asked at
         #: were quiet (see `quiet_until`) and chose `last`.
         self.at = -1
         self.points = sorted(self.changes)
 
-    def _p(self, label: str) -> float:
-        p = self.prio.get(label)
+    def _p(self, choice: Choice) -> float:
+        p = self.prio.get(choice)
         if p is None:
-            p = self.prio[label] = self.depth + self.rng.random()
+            p = self.prio[choice] = self.depth + self.rng.random()
         return p
 
-    def quiet_until(self, index: int, options: tuple[str, ...]) -> int:
+    def quiet_until(self, index: int, options: Options) -> int:
         """While the agent PCT chose last is the default and outranks every other option,
         it keeps choosing it until the next change point."""
         if self.last != options[0] or not is_agent_point(options):
@@ -63,7 +63,7 @@ class PctRun:
             return index
         return next_point(self.points, index)
 
-    def choose(self, index: int, options: tuple[str, ...]) -> int:
+    def choose(self, index: int, options: Options, info: PointInfo | None) -> int:
         if index > self.at + 1 and self.last is not None:
             self.streak += index - self.at - 1
         self.at = index
@@ -87,9 +87,9 @@ class PctRun:
         if drop is not None:
             self.prio[options[best]] = drop
             best = max(range(len(options)), key=lambda i: self._p(options[i]))
-        label = options[best]
-        self.streak = self.streak + 1 if label == last else 1
-        self.last = label
+        chosen = options[best]
+        self.streak = self.streak + 1 if chosen == last else 1
+        self.last = chosen
         return best
 
 
@@ -98,19 +98,21 @@ def guarantee(n: int, k: int, depth: int) -> Fraction:
     return Fraction(1, n * max(k, 1) ** (depth - 1))
 
 
-class PctStrategy:
+class PctStrategy(Strategy):
     name = "pct"
-    wants_score = False
 
     def __init__(self, seed: int = 0, depth: int = 3, agents: int = 3) -> None:
         if depth < 1:
             raise ValueError(f"--depth must be at least 1, not {depth}")
+        super().__init__()
         self.rng = random.Random(seed)
         self.depth = depth
         self.agents = agents
         self.k = 0
-        self.notes: list[str] = []
-        self.stats: dict[str, Any] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PctStrategy:
+        return cls(settings.seed, settings.depth, settings.agents)
 
     def explore(self, run_one: RunOne, budget: int) -> None:
         runs = 0

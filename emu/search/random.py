@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
 
-from emu.engine.scheduler import NEVER
-from emu.search.strategy import RunOne
+from emu.engine.choice import Options
+from emu.engine.scheduler import NEVER, PointInfo, Scheduler
+from emu.search.strategy import RunOne, Settings, Strategy
 
 
-class RandomWalk:
+class RandomWalk(Scheduler):
     """One run's scheduler: default with probability 1 - `preempt`, else a uniform other.
 
     The points where it preempts are drawn ahead, as geometric gaps, so the executor can
@@ -33,27 +33,29 @@ class RandomWalk:
         # Failures before the first success of Bernoulli(p) trials: floor(log U / log(1-p)).
         return index + 1 + int(math.log(1.0 - self.rng.random()) / math.log1p(-p))
 
-    def quiet_until(self, index: int, options: tuple[str, ...]) -> int:
+    def quiet_until(self, point: int, options: Options) -> int:
         return self.next
 
-    def choose(self, index: int, options: tuple[str, ...]) -> int:
-        if index < self.next:
+    def choose(self, point: int, options: Options, info: PointInfo | None) -> int:
+        if point < self.next:
             return 0
-        self.next = self._after(index)
+        self.next = self._after(point)
         return self.rng.randrange(1, len(options))
 
 
-class RandomStrategy:
+class RandomStrategy(Strategy):
     """Independent random walks, run `i` seeded from (seed, i) so each run replays alone."""
 
     name = "random"
-    wants_score = False
 
     def __init__(self, seed: int = 0, preempt: float = 0.15) -> None:
+        super().__init__()
         self.seed = seed
         self.preempt = preempt
-        self.notes: list[str] = []
-        self.stats: dict[str, Any] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RandomStrategy:
+        return cls(settings.seed)
 
     def explore(self, run_one: RunOne, budget: int) -> None:
         for i in range(budget):

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-from emu.engine.scheduler import next_point
+from collections.abc import Iterable
+
+from emu.engine.choice import Choice, Options
+from emu.engine.scheduler import PointInfo, Scheduler, next_point
 from emu.errors import ScheduleError
 
 
-class Replay:
-    def __init__(self, choices: tuple[tuple[int, str], ...] | list[tuple[int, str]]) -> None:
+class Replay(Scheduler):
+    def __init__(self, choices: Iterable[tuple[int, Choice]]) -> None:
         self.choices = dict(choices)
         self.points = sorted(self.choices)
 
-    def quiet_until(self, index: int, options: tuple[str, ...]) -> int:
-        return next_point(self.points, index)
+    def quiet_until(self, point: int, options: Options) -> int:
+        return next_point(self.points, point)
 
-    def choose(self, index: int, options: tuple[str, ...]) -> int:
-        label = self.choices.get(index)
-        if label is None:
+    def choose(self, point: int, options: Options, info: PointInfo | None) -> int:
+        choice = self.choices.get(point)
+        if choice is None:
             return 0
         try:
-            return options.index(label)
+            return options.index(choice)
         except ValueError:
             raise ScheduleError(
-                f"schedule does not fit this run: at decision {index} it chooses {label!r} "
-                f"but only {', '.join(options)} could run (another image or host?)"
+                f"schedule does not fit this run: at decision {point} it chooses "
+                f"{choice.label!r} but only {', '.join(o.label for o in options)} could run "
+                "(another image or host?)"
             ) from None

@@ -7,27 +7,54 @@ one on the same image reproduces the run bit for bit.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emu.engine.choice import (
+    Choice,
+    Choices,
+    Migrate,
+    RunHost,
+    RunTask,
+    SpeculativeTsc,
+    Stay,
+)
 from emu.engine.scenario import Scenario
 from emu.errors import ScheduleError
 
 FORMAT = "vdsofuzz-schedule/1"
+#: A choice's label (`Choice.label`): t0, host, stay, t0>v1, tsc, tsc-3.
+_LABEL = re.compile(r"t(\d+)(?:>v(\d+))?|host|stay|tsc(?:-(\d+))?")
+
+
+def parse_choice(label: str) -> Choice:
+    """The choice a schedule file's `label` names; the inverse of `Choice.label`."""
+    m = _LABEL.fullmatch(label)
+    if m is None:
+        raise ScheduleError(f"unknown choice {label!r} in schedule (t0, host, t0>v1, tsc-2 ...)")
+    task, vcpu, back = m.groups()
+    if task is not None:
+        return RunTask(int(task)) if vcpu is None else Migrate(int(task), int(vcpu))
+    if label == "host":
+        return RunHost()
+    if label == "stay":
+        return Stay()
+    return SpeculativeTsc(int(back or 0))
 
 
 @dataclass(frozen=True)
 class Schedule:
     scenario: Scenario
     image_sha256: str
-    choices: tuple[tuple[int, str], ...] = ()
+    choices: Choices = ()
     seed: int = 0
     strategy: str = "replay"
 
     def compact(self) -> str:
         """`12:host 30:t1` — the choices as one line, as Shuttle prints a schedule."""
-        return " ".join(f"{p}:{label}" for p, label in self.choices) or "(no preemption)"
+        return " ".join(f"{p}:{c.label}" for p, c in self.choices) or "(no preemption)"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,7 +63,7 @@ class Schedule:
             "image_sha256": self.image_sha256,
             "seed": self.seed,
             "strategy": self.strategy,
-            "choices": [[p, label] for p, label in self.choices],
+            "choices": [[p, c.label] for p, c in self.choices],
         }
 
     @classmethod
@@ -44,7 +71,7 @@ class Schedule:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ScheduleError(f"not a vdsofuzz schedule (expected format {FORMAT!r})")
         try:
-            choices = tuple((int(p), str(label)) for p, label in d["choices"])
+            choices = tuple((int(p), parse_choice(str(label))) for p, label in d["choices"])
             return cls(
                 scenario=Scenario.from_json(d["scenario"]),
                 image_sha256=str(d["image_sha256"]),

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from emu.engine.choice import Choices
 from emu.errors import ScheduleError
-
-Choices = tuple[tuple[int, str], ...]
 
 
 def shrink(choices: Choices, fails: Callable[[Choices], bool], budget: int = 2000) -> Choices:

@@ -5,7 +5,7 @@ schedulers to try, in what order, and when to stop, like Shuttle's `Scheduler` t
 its `new_execution`. Every strategy has the same entry point, `explore(run_one, budget)`:
 it calls `run_one(scheduler)` once per run and gets back a `Result`; it stops when a result
 hits the campaign's target, when the budget of runs is spent, or when it has nothing left
-to try (only `exhaustive` can run out).
+to try (only `exhaustive` can run out). emu/search/registry.py names them.
 
 `notes` collects what the strategy wants to tell the user (PCT's per-run guarantee,
 exhaustive's interleaving count and "verified within bound k"); `stats` the same as data.
@@ -13,30 +13,12 @@ exhaustive's interleaving count and "verified within bound k"); `stats` the same
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, ClassVar
 
 from emu.engine.scheduler import Scheduler
-
-HOST = "host"
-_TASK = re.compile(r"t\d+$")
-
-
-def is_task(label: str) -> bool:
-    """Is `label` a task's option ("t0", "t1", ...), as opposed to the host or an action?"""
-    return bool(_TASK.match(label))
-
-
-def is_agent_point(options: tuple[str, ...]) -> bool:
-    """Does this decision pick who runs next (tasks, host), rather than an action?
-
-    Action points offer something else: option 0 is "nothing happens" (`stay`, `tsc`) and
-    the others are events such as a guest task migration (`t0>v1`) or a speculative TSC
-    (`tsc-3`).
-    """
-    return all(o == HOST or is_task(o) for o in options)
 
 
 @dataclass(frozen=True)
@@ -55,13 +37,39 @@ class Result:
 RunOne = Callable[[Scheduler], Result]
 
 
-class Strategy(Protocol):
-    name: str
-    notes: list[str]
-    stats: dict[str, Any]
+@dataclass(frozen=True)
+class Settings:
+    """What a campaign tells every strategy; each takes the fields it uses."""
+
+    seed: int = 0
+    #: Hypothesis' example database directory (None: none).
+    database: Path | None = None
+    #: PCT's bug depth d.
+    depth: int = 3
+    #: Exhaustive's preemption bound.
+    preemptions: int = 2
+    #: Agents of the scenario (vCPU tasks and the host), for PCT's guarantee.
+    agents: int = 3
+
+
+class Strategy:
+    """A search strategy; subclasses set `name` and implement `explore`."""
+
+    name: ClassVar[str]
     #: Does the strategy use `Result.score`? (It costs the campaign a little per run.)
-    wants_score: bool
+    wants_score: ClassVar[bool] = False
+    #: Runs it makes when the caller gives no budget.
+    default_budget: ClassVar[int] = 10_000
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.stats: dict[str, Any] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Strategy:
+        """The strategy set up for a campaign."""
+        raise NotImplementedError
 
     def explore(self, run_one: RunOne, budget: int) -> None:
         """Run schedules through `run_one` until a hit, `budget` runs, or exhaustion."""
-        ...
+        raise NotImplementedError
