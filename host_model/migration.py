@@ -22,6 +22,7 @@ rewritten before it re-enters (what KVM's master-clock path provides, Linux 3.8+
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import ClassVar
 
 from host_model.base import HostModel, HostStep, HostView, Param, TscChange
 from host_model.clock import DEFAULT_TSC_HZ
@@ -33,7 +34,7 @@ ORDERS = ("vcpu0-last", "vcpu0-first")
 class KvmMigration(HostModel):
     name = "kvm-migration"
     summary = "live migration: TSC jump, pages rewritten one vCPU at a time, vCPU 0 last"
-    params = (
+    params: ClassVar[tuple[Param, ...]] = (
         Param("tsc_jump", DEFAULT_TSC_HZ, "TSC jump (cycles) of every vCPU at the migration"),
         Param("tsc_hz", 0, "the destination's TSC frequency (0: unchanged)", low=0, high=10**11),
         Param(

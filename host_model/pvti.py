@@ -9,6 +9,7 @@ hand-computed values.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -97,7 +98,8 @@ class Pvti(NamedTuple):
 
     def field_bytes(self, name: str) -> bytes:
         """The little-endian bytes of one field, as a host stores it."""
-        return _FIELD_PACK[name](getattr(self, name))
+        value: int = getattr(self, name)
+        return _FIELD_PACK[name](value)
 
     def with_(self, **changes: int) -> Pvti:
         return self._replace(**changes)
@@ -106,7 +108,7 @@ class Pvti(NamedTuple):
         return pvclock_ns(self, tsc)
 
 
-def _packer(f: Field):
+def _packer(f: Field) -> Callable[[int], bytes]:
     fmt = {1: "b" if f.signed else "B", 2: "H", 4: "I", 8: "Q"}[f.size]
     mask = (1 << (8 * f.size)) - 1
     pack = struct.Struct("<" + fmt).pack
