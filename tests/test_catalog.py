@@ -244,6 +244,19 @@ def test_matrix_and_markdown_show_every_row_and_the_differences():
     md = report.markdown(_results())
     assert md.count("\n| ") == 5 and md.startswith("| scenario") and "**differs**" in md
     assert "`bug-no-retry` **not caught**" in md
+    # An oracle list keeps its bar inside a cell instead of splitting it.
+    either = Result(
+        "m",
+        "percpu",
+        "unsynced-tsc",
+        "-",
+        "violation",
+        ("accurate", "monotonic"),
+        "violation",
+        oracle="monotonic",
+    )
+    row = report.markdown([either]).splitlines()[-1]
+    assert "violation (accurate\\|monotonic)" in row and row.count(" | ") == 7
     d = report.to_json(_results(), wall=2.0)
     assert d["vacuous"] == ["e/vac"] and d["elapsed"] == 2.0 and not d["ok"]
     assert d["scenarios"][4]["witnesses"][0]["caught"] is False

@@ -56,6 +56,11 @@ def matrix(results: list[Result]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cell(text: str) -> str:
+    """`text` in a Markdown table cell: an oracle list (`accurate|monotonic`) keeps its bar."""
+    return text.replace("|", "\\|")
+
+
 def markdown(results: list[Result]) -> str:
     """The matrix as a Markdown table (for the README)."""
     lines = [
@@ -67,8 +72,8 @@ def markdown(results: list[Result]) -> str:
             f"`{w.image}` {'caught' if w.caught else '**not caught**'}" for w in r.witnesses
         )
         lines.append(
-            f"| {r.name} | `{r.image}` | `{r.host}` | {r.options} | {r.expected} | "
-            f"{r.got}{'' if r.ok else ' **differs**'} | {wit or '-'} | {r.schedules} |"
+            f"| {r.name} | `{r.image}` | `{r.host}` | {r.options} | {_cell(r.expected)} | "
+            f"{_cell(r.got)}{'' if r.ok else ' **differs**'} | {wit or '-'} | {r.schedules} |"
         )
     return "\n".join(lines) + "\n"
 
