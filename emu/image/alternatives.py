@@ -211,7 +211,7 @@ def parse_altinstructions(
     if alt is None or alt["sh_size"] == 0:
         return None
     if kernel_version is None and use_note:
-        from emu.image.layout import elf_facts
+        from emu.image.elffacts import elf_facts
 
         kernel_version = elf_facts(data, elf=elf).kernel_version
     repl = elf.get_section_by_name(".altinstr_replacement")

@@ -32,15 +32,10 @@ from typing import Any
 from elftools.elf.elffile import ELFFile
 
 from emu.image.alternatives import default_cpu, site_states
-from emu.image.layout import (
-    PAGE_SIZE,
-    PVTI_SLOT,
-    VdsoLayout,
-    VdsoLayoutError,
-    analyze,
-    decode_struct,
-    elf_facts,
-)
+from emu.image.elffacts import elf_facts
+from emu.image.layout import VdsoLayout, VdsoLayoutError, analyze
+from emu.image.structs import decode_struct
+from host_model.abi import PAGE_SIZE, PVTI_SLOT
 
 DUMP_FORMAT = "vdsofuzz-dump/1"
 SPECIAL = ("[vdso]", "[vvar]", "[vvar_vclock]")
