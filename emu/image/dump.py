@@ -31,7 +31,8 @@ from typing import Any
 
 from elftools.elf.elffile import ELFFile
 
-from emu.image.alternatives import default_cpu, site_states
+from emu.image.alternatives import site_states
+from emu.image.cpu import default_cpu
 from emu.image.elffacts import elf_facts
 from emu.image.layout import VdsoLayout, VdsoLayoutError, analyze
 from emu.image.structs import decode_struct
