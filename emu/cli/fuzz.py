@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from emu.cli.options import (
     DEFAULT_HOST,
@@ -18,9 +19,34 @@ from emu.cli.options import (
 from emu.errors import UsageError
 from emu.search.registry import STRATEGIES
 
+if TYPE_CHECKING:  # the search driver loads the engine (Unicorn): only when a command runs
+    from emu.search.fuzz import Campaign
+    from emu.search.fuzz import Outcome as FuzzOutcome
+
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """The `fuzz`, `replay` and `trace` commands."""
     f = sub.add_parser("fuzz", help="search interleavings for a bad timestamp")
+    _scenario_options(f)
+    _search_options(f)
+    _model_options(f)
+    f.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where findings go")
+    f.add_argument("--no-db", action="store_true", help="no Hypothesis example database")
+    f.add_argument("--no-trace", action="store_true", help="do not print the trace")
+    f.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    f.set_defaults(func=cmd_fuzz)
+    r = sub.add_parser("replay", help="re-run a schedule or finding file")
+    r.add_argument("file", type=Path)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_replay)
+    t = sub.add_parser("trace", help="instruction-level trace of a schedule or finding")
+    t.add_argument("file", type=Path)
+    t.add_argument("--jsonl", action="store_true", help="one JSON object per step")
+    t.set_defaults(func=cmd_trace)
+
+
+def _scenario_options(f: argparse.ArgumentParser) -> None:
+    """What runs: the image, the host model and its parameters, vCPUs and reads."""
     f.add_argument(
         "--image",
         default=DEFAULT_IMAGE,
@@ -41,6 +67,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--vcpus", type=int, default=2, help="1..64 (default 2)")
     add_real_vdso(f)
     f.add_argument("--reads", type=int, default=2, help="reads per task, 1..1000 (default 2)")
+
+
+def _search_options(f: argparse.ArgumentParser) -> None:
+    """How interleavings are searched: seed, strategy and its budget and bounds."""
     f.add_argument("--seed", type=int, default=0)
     f.add_argument(
         "--strategy",
@@ -63,6 +93,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=2,
         help="exhaustive: the preemption bound, 0 or more (default 2)",
     )
+
+
+def _model_options(f: argparse.ArgumentParser) -> None:
+    """The accurate oracle's bound and the machine behaviours that widen the search."""
     f.add_argument(
         "--accuracy-ns",
         type=int,
@@ -79,19 +113,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="an rdtsc with no fence since a shared-page load may return an earlier TSC",
     )
-    f.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where findings go")
-    f.add_argument("--no-db", action="store_true", help="no Hypothesis example database")
-    f.add_argument("--no-trace", action="store_true", help="do not print the trace")
-    f.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    f.set_defaults(func=cmd_fuzz)
-    r = sub.add_parser("replay", help="re-run a schedule or finding file")
-    r.add_argument("file", type=Path)
-    r.add_argument("--json", action="store_true")
-    r.set_defaults(func=cmd_replay)
-    t = sub.add_parser("trace", help="instruction-level trace of a schedule or finding")
-    t.add_argument("file", type=Path)
-    t.add_argument("--jsonl", action="store_true", help="one JSON object per step")
-    t.set_defaults(func=cmd_trace)
 
 
 def _progress(count: int, budget: int) -> None:
@@ -112,7 +133,7 @@ def _strategy_detail(args: argparse.Namespace) -> str:
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
-    from emu.report.trace import trace
+    """Search the scenario's interleavings; save and show the minimal finding, if any."""
     from emu.search.fuzz import Campaign
 
     check_search(args)
@@ -126,21 +147,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         )
     out_dir: Path = args.out
     db = None if args.no_db else out_dir / ".hypothesis"
-    if not args.json:
-        print(
-            f"fuzzing {img.name} ({img.arch}) against host {sc.host} on "
-            f"{sc.vcpus} vCPUs x {sc.reads} reads, strategy {args.strategy}"
-            + _strategy_detail(args)
-        )
-    if not campaign.executor.native:
-        from emu.engine import lane
-
-        if not lane.turned_off():
-            print(
-                f"note: {lane.unavailable}; every visible operation runs in Python (same "
-                "results, slower); install a C compiler (gcc or clang) for the native lane",
-                file=sys.stderr,
-            )
+    _announce(args, campaign)
     outcome = campaign.fuzz(
         strategy=args.strategy,
         seed=args.seed,
@@ -158,41 +165,72 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         name = f"finding-{sc.host}-{img.name}-{f.oracle}.json"
         path = f.save(out_dir / name.replace("/", "_"))
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "verdict": outcome.verdict,
-                    "oracle": f.oracle if f else None,
-                    "message": f.message if f else None,
-                    "schedule": f.schedule.compact() if f else None,
-                    "schedules": outcome.schedules,
-                    "finding": str(path) if path else None,
-                    "elapsed": round(outcome.elapsed, 3),
-                    "interrupted": outcome.interrupted,
-                    "notes": outcome.notes,
-                    "stats": outcome.stats,
-                },
-                sort_keys=True,
-            )
-        )
+        print(json.dumps(_outcome_json(outcome, path), sort_keys=True))
     else:
-        for note in outcome.notes:
-            print(note)
-        if f is None:
-            print(f"no violation in {outcome.schedules} schedules ({outcome.elapsed:.1f} s)")
-        else:
-            print(
-                f"VIOLATION of {f.oracle} after {outcome.schedules} schedules "
-                f"({outcome.elapsed:.1f} s): {f.message}"
-            )
-            print(f"minimal schedule: {f.schedule.compact()}")
-            print(f"saved {path}  (replay: vdsofuzz replay {path}; trace: vdsofuzz trace {path})")
-            if not args.no_trace:
-                print()
-                print(trace(f.schedule, campaign.executor).text(), end="")
+        _print_outcome(args, campaign, outcome, path)
     if outcome.interrupted:
         return 130
     return 1 if f else 0
+
+
+def _announce(args: argparse.Namespace, campaign: Campaign) -> None:
+    """Say what is searched (not with --json), and on stderr when the native lane is off."""
+    sc, img = campaign.scenario, campaign.executor.image
+    if not args.json:
+        print(
+            f"fuzzing {img.name} ({img.arch}) against host {sc.host} on "
+            f"{sc.vcpus} vCPUs x {sc.reads} reads, strategy {args.strategy}"
+            + _strategy_detail(args)
+        )
+    if not campaign.executor.native:
+        from emu.engine import lane
+
+        if not lane.turned_off():
+            print(
+                f"note: {lane.unavailable}; every visible operation runs in Python (same "
+                "results, slower); install a C compiler (gcc or clang) for the native lane",
+                file=sys.stderr,
+            )
+
+
+def _outcome_json(outcome: FuzzOutcome, path: Path | None) -> dict[str, Any]:
+    """The `--json` object: verdict, finding and the search's statistics."""
+    f = outcome.finding
+    return {
+        "verdict": outcome.verdict,
+        "oracle": f.oracle if f else None,
+        "message": f.message if f else None,
+        "schedule": f.schedule.compact() if f else None,
+        "schedules": outcome.schedules,
+        "finding": str(path) if path else None,
+        "elapsed": round(outcome.elapsed, 3),
+        "interrupted": outcome.interrupted,
+        "notes": outcome.notes,
+        "stats": outcome.stats,
+    }
+
+
+def _print_outcome(
+    args: argparse.Namespace, campaign: Campaign, outcome: FuzzOutcome, path: Path | None
+) -> None:
+    """The human report: notes, the verdict and, for a finding, where it went and its trace."""
+    from emu.report.trace import trace
+
+    for note in outcome.notes:
+        print(note)
+    f = outcome.finding
+    if f is None:
+        print(f"no violation in {outcome.schedules} schedules ({outcome.elapsed:.1f} s)")
+        return
+    print(
+        f"VIOLATION of {f.oracle} after {outcome.schedules} schedules "
+        f"({outcome.elapsed:.1f} s): {f.message}"
+    )
+    print(f"minimal schedule: {f.schedule.compact()}")
+    print(f"saved {path}  (replay: vdsofuzz replay {path}; trace: vdsofuzz trace {path})")
+    if not args.no_trace:
+        print()
+        print(trace(f.schedule, campaign.executor).text(), end="")
 
 
 def _load_schedule(path: Path):

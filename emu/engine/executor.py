@@ -205,24 +205,8 @@ class Executor:
         self, st: State, task: Task, outcome: str, value: int | None, detail: str = ""
     ) -> None:
         """`task`'s read ended (`outcome`); the task's next read starts at its entry."""
-        read = task.read
-        assert read is not None
-        read.outcome = outcome
-        read.value = value
-        read.detail = detail
-        if read.start < 0:
-            read.start = read.end = st.t
-        st.run.reads.append(read)
-        if st.observer:
-            st.observer("read", read)
-        task.read = None
-        task.ctx = None
-        task.spec_from, task.spec_loads = st.t, 0
-        task.reads += 1
-        task.reads_left -= 1
-        if task.reads_left == 0:
-            task.done = True
-            self.decider.refresh(st)
+        if st.end_read(task, outcome, value, detail):
+            self.decider.refresh(st)  # a finished task is no longer offered
 
     # --- running tasks -----------------------------------------------------------------
 

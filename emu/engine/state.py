@@ -102,6 +102,29 @@ class State:
     #: Why the engine was stopped: "" (it was not), "switch" or "read".
     stop: str = ""
 
+    def end_read(self, task: Task, outcome: str, value: int | None, detail: str) -> bool:
+        """Close `task`'s read (`outcome`) into the run and tell the observer; its next read
+        starts at its entry. Is the task now done (its last read ended)?"""
+        read = task.read
+        assert read is not None
+        read.outcome = outcome
+        read.value = value
+        read.detail = detail
+        if read.start < 0:
+            read.start = read.end = self.t
+        self.run.reads.append(read)
+        if self.observer:
+            self.observer("read", read)
+        task.read = None
+        task.ctx = None
+        task.spec_from, task.spec_loads = self.t, 0
+        task.reads += 1
+        task.reads_left -= 1
+        if task.reads_left == 0:
+            task.done = True
+            return True
+        return False
+
 
 class Contexts:
     """The CPU registers of the tasks of one machine (all tasks share one CPU)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from unicorn import x86_const as ux
 
-from emu.image.layout import CLOCK_IDS
+from emu.image.structs import CLOCK_IDS
 
 NS_PER_S = 1_000_000_000
 

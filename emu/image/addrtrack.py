@@ -223,14 +223,7 @@ def transfer(insn: Insn, state: State, bits: int) -> State:
     dest = reg_of(ops[-1]) if ops else None
     fam = family(dest)
     if op == "call":
-        if insn.target == insn.next_addr:
-            new["push"] = (insn.next_addr, 1)
-        elif insn.target_name and insn.target_name.startswith("__x86.get_pc_thunk."):
-            new[insn.target_name.rsplit(".", 1)[1]] = (insn.next_addr, 1)
-        else:
-            for reg in CALL_CLOBBERS:
-                new.pop(reg, None)
-        return new
+        return do_call(insn, new)
     if op == "pop" and fam:
         pushed = new.pop("push", None)
         set_reg(new, fam, dest, pushed, bits)
@@ -268,6 +261,20 @@ def transfer(insn: Insn, state: State, bits: int) -> State:
         new.pop(fam, None)
         if op in ("xchg", "xadd") and len(ops) == 2 and reg_of(ops[0]):
             new.pop(family(reg_of(ops[0])) or "", None)
+    return new
+
+
+def do_call(insn: Insn, new: State) -> State:
+    """A call's effect: the i386 PIC idioms (`call next; pop reg` and the get_pc_thunk
+    helpers) load the return address (the image base plus a constant); any other call
+    clobbers the caller-saved registers."""
+    if insn.target == insn.next_addr:
+        new["push"] = (insn.next_addr, 1)
+    elif insn.target_name and insn.target_name.startswith("__x86.get_pc_thunk."):
+        new[insn.target_name.rsplit(".", 1)[1]] = (insn.next_addr, 1)
+    else:
+        for reg in CALL_CLOBBERS:
+            new.pop(reg, None)
     return new
 
 

@@ -31,16 +31,12 @@ from typing import Any
 
 from elftools.elf.elffile import ELFFile
 
-from emu.image.alternatives import default_cpu, site_states
-from emu.image.layout import (
-    PAGE_SIZE,
-    PVTI_SLOT,
-    VdsoLayout,
-    VdsoLayoutError,
-    analyze,
-    decode_struct,
-    elf_facts,
-)
+from emu.image.alternatives import site_states
+from emu.image.cpu import default_cpu
+from emu.image.elffacts import elf_facts
+from emu.image.layout import VdsoLayout, VdsoLayoutError, analyze
+from emu.image.structs import decode_struct
+from host_model.abi import PAGE_SIZE, PVTI_SLOT
 
 DUMP_FORMAT = "vdsofuzz-dump/1"
 SPECIAL = ("[vdso]", "[vvar]", "[vvar_vclock]")
@@ -142,6 +138,27 @@ def dump_running_vdso(dest: Path) -> Path:
     (dest / "vdso.so").write_bytes(image)
 
     rel_maps = {m.name: (m.start - vdso.start, m.size) for m in maps.values() if m.name != "[vdso]"}
+    pages, page_bytes = _save_pages(dest, maps, vdso.start)
+    uname = platform.uname()
+    meta: dict[str, Any] = {
+        "format": DUMP_FORMAT,
+        **_machine_meta(uname),
+        "vdso": _vdso_meta(image),
+        "mappings": {
+            k: {"offset": v[0], "size": v[1], "perms": maps[k].perms} for k, v in rel_maps.items()
+        },
+        "pages": pages,
+    }
+    meta.update(_layout_meta(image, uname.release, rel_maps, page_bytes))
+    (dest / "dump.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return dest
+
+
+def _save_pages(
+    dest: Path, maps: dict[str, Mapping], base: int
+) -> tuple[list[dict[str, Any]], dict[int, bytes]]:
+    """Save every readable page of the clock mappings under `dest/pages`: the dump's page
+    list (a fault's reason for the others) and the bytes by offset from the vDSO `base`."""
     pages: list[dict[str, Any]] = []
     page_bytes: dict[int, bytes] = {}
     for m in maps.values():
@@ -149,7 +166,7 @@ def dump_running_vdso(dest: Path) -> Path:
             continue
         for addr in range(m.start, m.end, PAGE_SIZE):
             data, why = probe_read(addr)
-            rel = addr - vdso.start
+            rel = addr - base
             entry: dict[str, Any] = {
                 "mapping": m.name,
                 "offset": rel,
@@ -163,10 +180,12 @@ def dump_running_vdso(dest: Path) -> Path:
             else:
                 entry["fault"] = why
             pages.append(entry)
+    return pages, page_bytes
 
-    uname = platform.uname()
-    meta: dict[str, Any] = {
-        "format": DUMP_FORMAT,
+
+def _machine_meta(uname: platform.uname_result) -> dict[str, Any]:
+    """The kernel, clocksource and CPU the dump was taken on."""
+    return {
         "kernel_release": uname.release,
         "kernel_build": uname.version,
         "machine": uname.machine,
@@ -176,40 +195,47 @@ def dump_running_vdso(dest: Path) -> Path:
         ).split(),
         "cpu_flags": _cpu_flags(),
         "default_cpu": default_cpu(),
-        "vdso": {
-            "file": "vdso.so",
-            "size": len(image),
-            "sha256": hashlib.sha256(image).hexdigest(),
-        },
-        "mappings": {
-            k: {"offset": v[0], "size": v[1], "perms": maps[k].perms} for k, v in rel_maps.items()
-        },
-        "pages": pages,
+    }
+
+
+def _vdso_meta(image: bytes) -> dict[str, Any]:
+    """The image's file, hash, version note, build salt and what each alternative site holds."""
+    vdso: dict[str, Any] = {
+        "file": "vdso.so",
+        "size": len(image),
+        "sha256": hashlib.sha256(image).hexdigest(),
     }
     facts = elf_facts(image, "[vdso]")
-    meta["vdso"]["version_note"] = (
+    vdso["version_note"] = (
         ".".join(map(str, facts.kernel_version)) if facts.kernel_version else None
     )
-    meta["vdso"]["build_salt"] = facts.build_salt
+    vdso["build_salt"] = facts.build_salt
     try:
-        meta["vdso"]["alternatives"] = [{"site": s, "holds": h} for s, h in site_states(image)]
+        vdso["alternatives"] = [{"site": s, "holds": h} for s, h in site_states(image)]
     except ValueError as e:
-        meta["vdso"]["alternatives_error"] = str(e)
+        vdso["alternatives_error"] = str(e)
+    return vdso
+
+
+def _layout_meta(
+    image: bytes, release: str, rel_maps: dict[str, tuple[int, int]], page_bytes: dict[int, bytes]
+) -> dict[str, Any]:
+    """The layout found for the image with the decoded clock pages, or why none was found
+    (a dump is still worth keeping: it is what a new profile is written from)."""
     try:
-        layout = analyze(image, kernel_release=uname.release, mappings=rel_maps)
+        layout = analyze(image, kernel_release=release, mappings=rel_maps)
     except VdsoLayoutError as e:
-        meta["layout_error"] = str(e)
-    else:
-        meta["layout"] = {
+        return {"layout_error": str(e)}
+    return {
+        "layout": {
             "profile": layout.profile,
             "source": layout.source,
             "reason": layout.reason,
             "pages": layout.pages,
             "data": layout.data,
-        }
-        meta.update(decode_pages(layout, page_bytes))
-    (dest / "dump.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return dest
+        },
+        **decode_pages(layout, page_bytes),
+    }
 
 
 def decode_pages(layout: VdsoLayout, pages: dict[int, bytes]) -> dict[str, Any]:

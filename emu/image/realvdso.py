@@ -15,9 +15,11 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from emu.errors import ImageError
-from emu.image.alternatives import CPU_CHOICES, apply_alternatives, default_cpu
+from emu.image.alternatives import apply_alternatives
+from emu.image.cpu import CPU_CHOICES, default_cpu
 from emu.image.elf import Image, open_elf, read_elf
-from emu.image.layout import CS_HRES_COARSE, CS_RAW, VdsoLayout, analyze
+from emu.image.layout import VdsoLayout, analyze
+from emu.image.structs import CS_HRES_COARSE, CS_RAW
 from host_model.clock import Seed, hz_of
 from host_model.vdso_data import VdsoDataSpec
 

@@ -93,25 +93,30 @@ def _vdso_field(spec: Any, page: str, offset: int) -> str:
     return ""
 
 
-def trace(schedule: Schedule, executor: Executor) -> Trace:
-    """Replay `schedule` in stepping mode and collect its trace."""
-    image = executor.image
-    base = executor.machine.layout.base
-    cs = capstone_for(image.bits)
-    layout = executor.machine.layout
-    steps: list[Step] = []
-    lines = read_lines(path=image.path)
+class _Recorder:
+    """The observer a stepping run reports to: turns each host step, read result and guest
+    instruction into a trace `Step`, in the order they happen."""
 
-    spec = image.vdso_data
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.image = executor.image
+        self.layout = executor.machine.layout
+        self.base = self.layout.base
+        self.cs = capstone_for(self.image.bits)
+        self.lines = read_lines(path=self.image.path)
+        self.spec = self.image.vdso_data
+        self.steps: list[Step] = []
 
-    def field_name(addr: int) -> str:
-        hit = layout.locate(addr)
+    def field_name(self, addr: int) -> str:
+        """A shared byte named by its clock-record field or page, else its address."""
+        hit = self.layout.locate(addr)
         if hit is None:
             return f"{addr:#x}"
         name, off = hit
-        return _vdso_field(spec, name, off) or describe(name, off)
+        return _vdso_field(self.spec, name, off) or describe(name, off)
 
-    def observe(kind: str, data: Any) -> None:
+    def __call__(self, kind: str, data: Any) -> None:
+        steps = self.steps
         if kind == "host":
             ev: HostEvent = data
             steps.append(Step("host", ev.t, "host", text=ev.step.label))
@@ -121,34 +126,43 @@ def trace(schedule: Schedule, executor: Executor) -> Trace:
             t = steps[-1].t if steps else r.end
             steps.append(Step("read", t, f"t{r.task}", text=f"{r.label} {r.outcome} {shown}"))
         else:
-            task, vcpu, t, pc, before, after, reads, op = data
-            code = bytes(executor.uc.mem_read(pc, 16))
-            insn = next(cs.disasm(code, pc - base), None)
-            text = f"{insn.mnemonic} {insn.op_str}".strip() if insn else "(bad)"
-            regs = {r: (before[r], after[r]) for r in after if after[r] != before[r]}
-            mem = [(field_name(a), int.from_bytes(b, "little")) for a, _, b in reads]
-            op_t = op.t if isinstance(op, Op) else t
-            steps.append(
-                Step(
-                    "insn",
-                    op_t,
-                    f"t{task}/v{vcpu}",
-                    image.symbolize(pc - base),
-                    text,
-                    regs,
-                    mem,
-                    visible=op is not None,
-                    source=lines.at(pc - base),
-                )
-            )
+            steps.append(self._insn(data))
 
-    run = executor.run(Replay(schedule.choices), observer=observe)
+    def _insn(self, data: Any) -> Step:
+        """One guest instruction's step: disassembly, registers written, shared bytes read."""
+        task, vcpu, t, pc, before, after, reads, op = data
+        base = self.base
+        code = bytes(self.executor.uc.mem_read(pc, 16))
+        insn = next(self.cs.disasm(code, pc - base), None)
+        text = f"{insn.mnemonic} {insn.op_str}".strip() if insn else "(bad)"
+        regs = {r: (before[r], after[r]) for r in after if after[r] != before[r]}
+        mem = [(self.field_name(a), int.from_bytes(b, "little")) for a, _, b in reads]
+        op_t = op.t if isinstance(op, Op) else t
+        return Step(
+            "insn",
+            op_t,
+            f"t{task}/v{vcpu}",
+            self.image.symbolize(pc - base),
+            text,
+            regs,
+            mem,
+            visible=op is not None,
+            source=self.lines.at(pc - base),
+        )
+
+
+def trace(schedule: Schedule, executor: Executor) -> Trace:
+    """Replay `schedule` in stepping mode and collect its trace."""
+    recorder = _Recorder(executor)
+    steps = recorder.steps
+    run = executor.run(Replay(schedule.choices), observer=recorder)
     violations = judge(run, executor.scenario)
     bad = {label for v in violations[:1] for label in v.reads}
     for s in steps:
         if s.kind == "read" and s.text.split(" ", 1)[0] in bad:
             s.mark = violations[0].oracle
     sc = executor.scenario
+    image = executor.image
     header = [
         f"image {image.name} ({image.arch}, sha256 {image.sha256[:16]}), "
         f"host {sc.host} {json.dumps(sc.host_params, sort_keys=True)}, "
