@@ -144,7 +144,9 @@ class LaneBridge:
         vals = self._log[: 4 * n]
         index, vcpu = task.index, task.vcpu
         names = lane.KIND_NAMES
-        ops = []
+        ops: list[Op] = []
+        add = ops.append
+        make = tuple.__new__  # a named tuple built without its keyword-parsing __new__
         counted = n
         it = iter(vals)
         for t, k, pc, arg in zip(it, it, it, it, strict=True):
@@ -152,6 +154,6 @@ class LaneBridge:
                 k ^= lane.FREE
                 task.poised = False
                 counted -= 1
-            ops.append(Op(t, index, vcpu, names[k], pc, arg))
+            add(make(Op, (t, index, vcpu, names[k], pc, arg)))
         self.record(st, task, ops)
         self.decider.passed(st, counted)
