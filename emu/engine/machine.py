@@ -25,6 +25,7 @@ from unicorn import (
 from unicorn import x86_const as ux
 
 from emu.engine import binding
+from emu.errors import ImageError
 from emu.image.elf import PAGE, Image
 
 #: The binding's private C API handles; `binding` refuses an unsupported Unicorn first.
@@ -123,7 +124,10 @@ class Machine:
         start = base + (span_lo & ~(PAGE - 1))
         size = ((base + span_hi + PAGE - 1) & ~(PAGE - 1)) - start
         if start < hi:
-            raise ValueError(f"{image.name}: image overlaps its clock pages")
+            raise ImageError(
+                f"{image.name}: the image overlaps its clock pages; link it above the pages its "
+                "absolute page symbols place below the image base"
+            )
         self.uc.mem_map(start, size, UC_PROT_ALL)
         for seg in image.segments:
             self.uc.mem_write(base + seg.vaddr, seg.data)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from unicorn import x86_const as ux
 
+from emu.errors import UsageError
 from emu.image.structs import CLOCK_IDS
 
 NS_PER_S = 1_000_000_000
@@ -26,7 +27,7 @@ def clock_id(clock: str | int) -> int:
     if not name.startswith("CLOCK_"):
         name = "CLOCK_" + name
     if name not in CLOCK_IDS:
-        raise ValueError(
+        raise UsageError(
             f"unknown clock {clock!r}; use CLOCK_MONOTONIC, CLOCK_MONOTONIC_RAW or CLOCK_REALTIME"
         )
     return CLOCK_IDS[name]

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 from emu.engine.choice import Choice, Options, RunHost, RunTask, is_agent_point
 from emu.engine.scheduler import PointInfo, Scheduler
+from emu.errors import UsageError
 from emu.search.strategy import RunOne, Settings, Strategy
 
 
@@ -140,7 +141,7 @@ class ExhaustiveStrategy(Strategy):
 
     def __init__(self, bound: int = 2, reduce: bool = True) -> None:
         if bound < 0:
-            raise ValueError(f"--preemptions must be at least 0, not {bound}")
+            raise UsageError(f"--preemptions must be at least 0, not {bound}")
         super().__init__()
         self.bound = bound
         self.reduce = reduce

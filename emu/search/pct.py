@@ -23,6 +23,7 @@ from fractions import Fraction
 
 from emu.engine.choice import Choice, Options, is_agent_point
 from emu.engine.scheduler import Default, PointInfo, Scheduler, next_point
+from emu.errors import UsageError
 from emu.search.strategy import RunOne, Settings, Strategy
 
 #: Consecutive choices of one agent after which a rotated default is taken as a yield.
@@ -103,7 +104,7 @@ class PctStrategy(Strategy):
 
     def __init__(self, seed: int = 0, depth: int = 3, agents: int = 3) -> None:
         if depth < 1:
-            raise ValueError(f"--depth must be at least 1, not {depth}")
+            raise UsageError(f"--depth must be at least 1, not {depth}")
         super().__init__()
         self.rng = random.Random(seed)
         self.depth = depth

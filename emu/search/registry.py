@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from emu.errors import UsageError
 from emu.search.strategy import Settings, Strategy
 
 #: Strategy name -> "module:class".
@@ -27,7 +28,7 @@ def strategy_class(name: str) -> type[Strategy]:
         module, cls = _WHERE[name].split(":")
     except KeyError:
         known = ", ".join(STRATEGIES)
-        raise ValueError(f"unknown strategy {name!r}; choose from {known}") from None
+        raise UsageError(f"unknown strategy {name!r}; choose from {known}") from None
     found = getattr(import_module(module), cls)
     assert issubclass(found, Strategy) and found.name == name
     return found
