@@ -249,7 +249,9 @@ def decode_pages(layout: VdsoLayout, pages: dict[int, bytes]) -> dict[str, Any]:
         raw = pages.get(page)
         if raw is None:
             continue
-        rec = decode_struct(layout.vdso_data, raw[at - page :], signed=("clock_mode",))
+        rec: dict[str, Any] = dict(
+            decode_struct(layout.vdso_data, raw[at - page :], signed=("clock_mode",))
+        )
         rec["cs"] = cs
         rec["clock_mode_name"] = modes.get(rec.get("clock_mode", -1), "unknown")
         out["clock_records"].append(rec)

@@ -48,7 +48,8 @@ def load(spec: str | Path, cpu: str | None = None) -> Image:
     `vdsofuzz dump-vdso` directory); `cpu` picks the alternatives of a real vDSO.
     Raises ImageError with a one-line reason."""
     if isinstance(spec, Path):
-        path, name, entry = spec, spec.name, {}
+        empty: dict[str, Any] = {}
+        path, name, entry = spec, spec.name, empty
     else:
         path, name, entry = resolve(spec)
     if path.is_dir():

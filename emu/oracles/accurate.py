@@ -12,16 +12,17 @@ def check(ev: Evidence) -> list[Violation]:
     run, bound = ev.run, ev.scenario.accuracy_ns
     out = []
     for r in run.reads:
-        if not r.returned():
+        value = r.value
+        if not r.returned() or value is None:
             continue
         lo = run.clock.ns(r.start) - bound
         hi = run.clock.ns(r.end) + bound
-        if not lo <= r.value <= hi:
-            err = r.value - run.clock.ns(r.end if r.value > hi else r.start)
+        if not lo <= value <= hi:
+            err = value - run.clock.ns(r.end if value > hi else r.start)
             out.append(
                 Violation(
                     NAME,
-                    f"{r.label} returned {r.value}, {err:+d} ns from the true time "
+                    f"{r.label} returned {value}, {err:+d} ns from the true time "
                     f"(bound ±{bound} ns)",
                     (r.label,),
                 )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from emu.engine.run import VALUE, Read, Run
 from emu.engine.scenario import Scenario
+from host_model.base import ClockSnapshot
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Violation:
         return {"oracle": self.oracle, "message": self.message, "reads": list(self.reads)}
 
 
-def _match_at(run: Run, read: Read, t: int, keys: list[str]) -> object | None:
+def _match_at(run: Run, read: Read, t: int, keys: list[str]) -> ClockSnapshot | None:
     tsc = run.clock.tsc(read.vcpu_at(t), t)
     for key in keys:
         snap = run.current(key, t)
@@ -32,7 +33,7 @@ def _match_at(run: Run, read: Read, t: int, keys: list[str]) -> object | None:
     return None
 
 
-def match(run: Run, read: Read) -> tuple[int, object] | None:
+def match(run: Run, read: Read) -> tuple[int, ClockSnapshot] | None:
     """(t, record) such that the read's value is that record's time at instant t with the
     reading vCPU's TSC at t, or None. The instants of the read's own TSC reads are tried
     first (a correct reader's value comes from one of them), then every instant in order."""
@@ -55,9 +56,9 @@ class Evidence:
 
     run: Run
     scenario: Scenario
-    _matches: list[tuple[Read, tuple[int, object] | None]] | None = field(default=None)
+    _matches: list[tuple[Read, tuple[int, ClockSnapshot] | None]] | None = field(default=None)
 
-    def matches(self) -> list[tuple[Read, tuple[int, object] | None]]:
+    def matches(self) -> list[tuple[Read, tuple[int, ClockSnapshot] | None]]:
         """Every read that returned a value, in run order, with `match` of it."""
         if self._matches is None:
             self._matches = [(r, match(self.run, r)) for r in self.run.reads if r.outcome == VALUE]

@@ -9,16 +9,17 @@ NAME = "monotonic"
 
 
 def check(ev: Evidence) -> list[Violation]:
-    done = [r for r in ev.run.reads if r.returned()]
+    # A returned read always has a value (the reader's or the syscall's).
+    done = [(r, r.value) for r in ev.run.reads if r.returned() and r.value is not None]
     out = []
-    for a in done:
-        for b in done:
-            if a.end < b.start and b.value < a.value:
+    for a, av in done:
+        for b, bv in done:
+            if a.end < b.start and bv < av:
                 out.append(
                     Violation(
                         NAME,
-                        f"{b.label} returned {b.value} (t={b.start}..{b.end}), "
-                        f"{a.value - b.value} ns less than {a.label}'s {a.value}, which "
+                        f"{b.label} returned {bv} (t={b.start}..{b.end}), "
+                        f"{av - bv} ns less than {a.label}'s {av}, which "
                         f"finished earlier (t={a.end})",
                         (a.label, b.label),
                     )

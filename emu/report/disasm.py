@@ -12,6 +12,7 @@ from emu.engine.decode import LOAD, capstone_for, scan
 from emu.engine.executor import Executor
 from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Default
+from emu.errors import ImageError
 from emu.image.elf import PAGE, Image
 from host_model.pages import describe
 
@@ -47,7 +48,9 @@ def observed_fields(image: Image, host: str = "kvm") -> dict[int, set[str]]:
 def listing(image: Image, host: str = "kvm") -> str:
     """The image's code as text, loads annotated, symbols as labels."""
     cs = capstone_for(image.bits)
-    lo, hi = image.pages and (min(image.pages.values()), max(image.pages.values()) + PAGE)
+    if not image.pages:
+        raise ImageError(f"{image.name}: no clock pages to name loads against")
+    lo, hi = min(image.pages.values()), max(image.pages.values()) + PAGE
     sites = {s.addr: s for s in scan(image, (lo, hi))}
     try:
         dynamic = observed_fields(image, host)
@@ -68,8 +71,9 @@ def listing(image: Image, host: str = "kvm") -> str:
             text = f"{i.mnemonic} {i.op_str}".strip()
             note = ""
             site = sites.get(i.address)
-            if site is not None and site.kind == LOAD and site.mem.fixed is not None:
-                note = _field(image, site.mem.fixed)
+            mem = site.mem if site is not None and site.kind == LOAD else None
+            if mem is not None and mem.fixed is not None:
+                note = _field(image, mem.fixed)
             elif i.address in dynamic:
                 note = ", ".join(sorted(dynamic[i.address]))
             elif site is not None and site.kind != LOAD:

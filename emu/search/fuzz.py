@@ -68,7 +68,9 @@ class Campaign:
             run = self.executor.run(scheduler)
             self.count += 1
             return run, judge(run, self.scenario)
-        except (*BAD_INPUT, InternalError):
+        except BAD_INPUT:
+            raise
+        except InternalError:
             raise
         except Exception as e:
             partial = run or self.executor.last_run
