@@ -8,27 +8,43 @@ or emulates the operation and records it (`record_op`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from emu.engine import decode, lane
+from emu.engine.decisions import Decider
 from emu.engine.decode import FENCE, LOAD, RDPID, SYSCALL, TSC, TSCP, Site
 from emu.engine.lane_bridge import How, LaneBridge
+from emu.engine.machine import Machine
 from emu.engine.run import FALLBACK, HANG, Op
 from emu.engine.state import READ_OPS, State, Task
-
-if TYPE_CHECKING:
-    from emu.engine.executor import Executor
 
 #: The handler of a site kind other than loads: (site, address) -> None.
 Handler = Callable[[Site, int], None]
 
 
+class Runner(Protocol):
+    """What the handlers need of the executor that runs them (the executor is one): its
+    machine, its decisions, the run in progress, and the three calls a site makes."""
+
+    machine: Machine
+    decider: Decider
+    st: State | None
+
+    def may_run(self, kind: str, ea: int, size: int) -> State | None: ...
+
+    def record_op(self, st: State, task: Task, ops: Sequence[Op]) -> int: ...
+
+    def end_read(
+        self, st: State, task: Task, outcome: str, value: int | None, detail: str = ""
+    ) -> None: ...
+
+
 class SiteHandlers:
     """The Python side of every hooked site of one executor."""
 
-    def __init__(self, ex: Executor) -> None:
+    def __init__(self, ex: Runner) -> None:
         self.ex = ex
         self.machine = ex.machine
         self.shared = ex.machine.layout.shared
