@@ -119,8 +119,7 @@ class SiteHandlers:
         task = st.running
         assert task is not None
         op = Op(st.t, task.index, task.vcpu, LOAD, addr, ea)
-        if self.ex.record_op(st, task, (op,)) > READ_OPS and st.host_next is None:
-            self._hang(st, task)
+        self._record(st, task, op)
 
     def fence(self, site: Site, addr: int) -> None:
         """`lfence`, `mfence`, `cpuid`: no rdtsc after it is taken from before it."""
@@ -157,8 +156,7 @@ class SiteHandlers:
         m.set_tsc(tsc, aux)
         m.set_reg(m.pc, addr + site.size)
         op = Op(t, task.index, task.vcpu, kind, addr, tsc)
-        if self.ex.record_op(st, task, (op,)) > READ_OPS and st.host_next is None:
-            self._hang(st, task)
+        self._record(st, task, op)
 
     def rdpid(self, site: Site, addr: int) -> None:
         """`rdpid`: the task's vCPU number, emulated like the TSC reads."""
@@ -172,8 +170,7 @@ class SiteHandlers:
         m.set_reg(site.reg, task.vcpu)
         m.set_reg(m.pc, addr + site.size)
         op = Op(st.t, task.index, task.vcpu, RDPID, addr, task.vcpu)
-        if self.ex.record_op(st, task, (op,)) > READ_OPS and st.host_next is None:
-            self._hang(st, task)
+        self._record(st, task, op)
 
     def syscall(self, site: Site, addr: int) -> None:
         """A way into the kernel: the read falls back to the syscall, which returns the
@@ -189,9 +186,11 @@ class SiteHandlers:
         st.stop = "read"
         self.machine.stop()
 
-    def _hang(self, st: State, task: Task) -> None:
-        """The read made more than READ_OPS visible operations with the host quiescent."""
-        self.ex.end_read(st, task, HANG, None, f"no result after {READ_OPS} visible operations")
-        st.run.stopped = HANG
-        st.stop = "read"
-        self.machine.stop()
+    def _record(self, st: State, task: Task, op: Op) -> None:
+        """Record `op` in the task's read; a read that makes more than READ_OPS visible
+        operations with the host quiescent is a hang."""
+        if self.ex.record_op(st, task, (op,)) > READ_OPS and st.host_next is None:
+            self.ex.end_read(st, task, HANG, None, f"no result after {READ_OPS} visible operations")
+            st.run.stopped = HANG
+            st.stop = "read"
+            self.machine.stop()
