@@ -50,6 +50,7 @@ class SiteHandlers:
         self.shared = ex.machine.layout.shared
         #: How many sites of the image are hooked (visible operations and fences).
         self.hooked = 0
+        self.widths: dict[int, int] = {}
         self._by_kind: dict[str, Handler] = {
             FENCE: self.fence,
             TSC: self.rdtsc,
@@ -70,6 +71,9 @@ class SiteHandlers:
             for addr, site in sorted(found.items())
         }
         self.hooked = len(hooked)
+        #: Load width at each hooked load's address: what `emu.engine.readsfrom` needs to
+        #: know which bytes a load read.
+        self.widths = {a: s.mem.size for a, (s, _) in hooked.items() if s.mem is not None}
         on_site = {addr: self.bind(site, how) for addr, (site, how) in hooked.items()}
         if native and lane.library() is not None:
             return LaneBridge(m, hooked, on_site, self.ex.decider, self.ex.record_op)

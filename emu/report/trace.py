@@ -13,12 +13,12 @@ from typing import Any
 
 from emu.engine.decode import capstone_for
 from emu.engine.executor import Executor
+from emu.engine.fields import field_name
 from emu.engine.run import HostEvent, Op, Read, Run
 from emu.image.lines import read_lines
 from emu.oracles import Violation, judge
 from emu.search.replay import Replay
 from emu.search.schedule import Schedule
-from host_model.pages import describe
 
 
 @dataclass
@@ -78,21 +78,6 @@ def _line(s: Step) -> str:
     return f"{s.t:>5}{vis} {s.who:<9} {s.where:<24} {s.text:<40} {' '.join(eff)}".rstrip()
 
 
-def _vdso_field(spec: Any, page: str, offset: int) -> str:
-    """`vdso_data[0].seq` for a byte of a real vDSO's clock record, else ''."""
-    if spec is None or page != spec.page:
-        return ""
-    for i, start in enumerate(spec.records):
-        rel = offset - start
-        if 0 <= rel < spec.size:
-            for name, (off, size, count, stride) in spec.fields.items():
-                span = size if count == 1 else count * stride
-                if off <= rel < off + max(span, 1):
-                    sub = f"[{(rel - off) // stride}]" if count > 1 and stride else ""
-                    return f"vdso_data[{i}].{name}{sub}"
-    return ""
-
-
 class _Recorder:
     """The observer a stepping run reports to: turns each host step, read result and guest
     instruction into a trace `Step`, in the order they happen."""
@@ -109,11 +94,7 @@ class _Recorder:
 
     def field_name(self, addr: int) -> str:
         """A shared byte named by its clock-record field or page, else its address."""
-        hit = self.layout.locate(addr)
-        if hit is None:
-            return f"{addr:#x}"
-        name, off = hit
-        return _vdso_field(self.spec, name, off) or describe(name, off)
+        return field_name(self.layout, self.spec, addr)
 
     def __call__(self, kind: str, data: Any) -> None:
         steps = self.steps
