@@ -20,7 +20,7 @@ from elftools.elf.elffile import ELFFile
 from emu.engine.scenario import Scenario
 from emu.errors import ImageError
 from emu.image.window import WindowError, analyse_window
-from emu.search.fuzz import Campaign
+from emu.search.fuzz import Fuzzer
 from host_model import abi
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,7 +164,7 @@ def test_each_bug_no_barrier_build_moves_a_load_out_and_tears(name: str) -> None
     window = analyse_window(image_path(entry).read_bytes(), entry["name"])
     assert {k for k, v in window.items() if v not in ("inside", "present")}, window
     sc = Scenario(image=name, host="kvm", host_params={"park": 0})
-    out = Campaign(sc).fuzz(strategy="random", seed=0, max_schedules=400)
+    out = Fuzzer(sc).fuzz(strategy="random", seed=0, max_schedules=400)
     assert out.finding is not None and out.finding.oracle == "consistent"
 
 

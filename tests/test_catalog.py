@@ -15,7 +15,7 @@ from emu.image.loader import load as load_image
 from emu.report import check as report
 from emu.search import catalog, sensitivity
 from emu.search.catalog import CatalogError, Outcome, Result
-from emu.search.fuzz import Campaign
+from emu.search.fuzz import Fuzzer
 from host_model.registry import HOSTS
 
 ENTRIES = catalog.load()
@@ -58,7 +58,7 @@ BRIEF = [
 @pytest.mark.parametrize(("image", "host", "opts", "verdict", "oracle"), BRIEF)
 def test_the_verdicts_the_brief_states(image, host, opts, verdict, oracle):
     sc = Scenario(image=image, host=host, **opts)
-    out = Campaign(sc).fuzz(strategy="random", seed=0, max_schedules=400)
+    out = Fuzzer(sc).fuzz(strategy="random", seed=0, max_schedules=400)
     if verdict == "pass":
         assert out.finding is None and out.schedules == 400
     else:

@@ -9,7 +9,7 @@ from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Default
 from emu.image.loader import load, manifest
 from emu.report.disasm import listing
-from emu.search.fuzz import Campaign
+from emu.search.fuzz import Fuzzer
 
 ENTRIES = manifest()["images"]
 PV_READERS = [e["name"] for e in ENTRIES if e["generation"] != "hyperv"]
@@ -42,7 +42,7 @@ TWINS = ["bug-no-retry", "bug-no-odd-check", "modern", "vcpu0", "percpu"]
 def test_i386_twin_has_the_same_verdict(reader):
     verdicts = []
     for arch in ("x86_64", "i386"):
-        c = Campaign(Scenario(image=f"{reader}-{arch}", reads=2))
+        c = Fuzzer(Scenario(image=f"{reader}-{arch}", reads=2))
         out = c.fuzz(strategy="random", seed=1, max_schedules=1500)
         verdicts.append(out.finding.oracle if out.finding else "pass")
     assert verdicts[0] == verdicts[1]

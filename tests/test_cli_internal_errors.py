@@ -209,7 +209,7 @@ def test_a_run_that_raises_keeps_the_choices_made_before_it(options):
             return super().choose(point, options, info)
 
     sc = Scenario(**{"image": "modern", "host": "kvm", **options})
-    executor = fuzz_driver.Campaign(sc).executor
+    executor = fuzz_driver.Fuzzer(sc).executor
     seen = 0
     for seed in range(30):
         full = executor.run(RandomWalk(seed))

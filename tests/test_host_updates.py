@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from emu.engine.scenario import Scenario
-from emu.search.fuzz import Campaign
+from emu.search.fuzz import Fuzzer
 from host_model.base import HostStep, HostView
 from host_model.clock import DEFAULT_TSC_HZ, Clock
 from host_model.hyperv import HvTsc
@@ -211,7 +211,7 @@ BUDGET = 200
 
 def fuzz(image: str, host: str, params: dict[str, object], schedules: int = BUDGET):
     sc = Scenario(image=image, host=host, host_params=params, vcpus=2, reads=2)
-    return Campaign(sc).fuzz(strategy="random", seed=0, max_schedules=schedules)
+    return Fuzzer(sc).fuzz(strategy="random", seed=0, max_schedules=schedules)
 
 
 @pytest.mark.parametrize(("host", "params"), WATCHED)

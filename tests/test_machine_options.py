@@ -8,7 +8,7 @@ from emu.engine.choice import Options
 from emu.engine.executor import Executor
 from emu.engine.scenario import Scenario
 from emu.engine.scheduler import PointInfo, Scheduler
-from emu.search.fuzz import Campaign
+from emu.search.fuzz import Fuzzer
 from emu.search.random import RandomWalk
 from emu.search.replay import Replay
 
@@ -160,7 +160,7 @@ def test_migration_choices_replay_and_both_modes_agree():
 
 def test_percpu_aba_migration_finding_shrinks_to_migrations_and_replays():
     sc = Scenario(image="percpu", host="unsynced-tsc", task_migration=True)
-    out = Campaign(sc).fuzz(strategy="hypothesis", seed=0, max_schedules=2000)
+    out = Fuzzer(sc).fuzz(strategy="hypothesis", seed=0, max_schedules=2000)
     assert out.finding is not None
     labels = [c.label for _, c in out.finding.schedule.choices]
     # The ABA: out to the other vCPU and back (percpu's getcpu recheck then passes).
@@ -226,9 +226,9 @@ def test_a_chosen_tsc_k_returns_the_tsc_of_step_t_minus_k():
 
 def test_unfenced_rdtsc_is_a_violation_only_when_speculative():
     base = Scenario(image="bug-unfenced-rdtsc", host="kvm")
-    out = Campaign(base).fuzz(strategy="random", seed=0, max_schedules=1500)
+    out = Fuzzer(base).fuzz(strategy="random", seed=0, max_schedules=1500)
     assert out.finding is None
     spec = Scenario(image="bug-unfenced-rdtsc", host="kvm", speculative_tsc=True)
-    out = Campaign(spec).fuzz(strategy="random", seed=0, max_schedules=1500)
+    out = Fuzzer(spec).fuzz(strategy="random", seed=0, max_schedules=1500)
     assert out.finding is not None and out.finding.oracle == "consistent"
     assert any(c.label.startswith("tsc-") for _, c in out.finding.schedule.choices)

@@ -18,7 +18,7 @@ from emu.image.dump import dump_running_vdso
 from emu.image.layout import PROFILE_BY_NAME
 from emu.image.loader import load
 from emu.oracles import judge
-from emu.search.fuzz import Campaign
+from emu.search.fuzz import Fuzzer
 from emu.search.random import RandomWalk
 from host_model.base import HostModel
 from host_model.kvm import Kvm
@@ -128,7 +128,7 @@ def test_running_vdso_quiescent_reads_match_formula(dump, clock):
 @needs_running_vdso
 def test_running_vdso_kvm_has_no_violation(dump):
     sc = Scenario(image=str(dump), host="kvm", host_params={"updates": 2}, vcpus=2, reads=2)
-    camp = Campaign(sc)
+    camp = Fuzzer(sc)
     outcomes = set()
     for i in range(300):
         run, violations = camp.run(RandomWalk(i, 0.3))
@@ -143,7 +143,7 @@ def test_running_vdso_legacy_copy_is_caught(dump, legacy_host):
     if any(p.name == "park" for p in legacy_host.params):
         params["park"] = 0
     sc = Scenario(image=str(dump), host="kvm-legacy-copy", host_params=params, vcpus=2, reads=2)
-    out = Campaign(sc).fuzz(strategy="random", seed=0, max_schedules=3000)
+    out = Fuzzer(sc).fuzz(strategy="random", seed=0, max_schedules=3000)
     assert out.finding is not None
     assert out.finding.oracle in ("consistent", "monotonic")
 
@@ -218,7 +218,7 @@ def test_guest_timekeeping_updates_pass_and_a_seqless_writer_is_caught(dump, mon
     import emu.engine.host_side
     from emu.engine.executor import Executor
     from emu.engine.scenario import Scenario
-    from emu.search.fuzz import Campaign
+    from emu.search.fuzz import Fuzzer
     from emu.search.random import RandomWalk
     from host_model import vdso_data
 
@@ -234,7 +234,7 @@ def test_guest_timekeeping_updates_pass_and_a_seqless_writer_is_caught(dump, mon
     monkeypatch.setattr(
         emu.engine.host_side, "timekeeping", partial(vdso_data.timekeeping, bump_seq=False)
     )
-    out = Campaign(sc).fuzz(strategy="random", seed=0, max_schedules=3000)
+    out = Fuzzer(sc).fuzz(strategy="random", seed=0, max_schedules=3000)
     assert out.finding is not None and out.finding.oracle == "consistent"
 
 

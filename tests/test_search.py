@@ -1,5 +1,5 @@
 """The search strategies: PCT, exhaustive (bounded DFS with reduction), random, Hypothesis,
-and their dispatch through `Campaign.fuzz` and `vdsofuzz fuzz --strategy`."""
+and their dispatch through `Fuzzer.fuzz` and `vdsofuzz fuzz --strategy`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from emu.engine.executor import Executor
 from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Default, Scheduler
 from emu.search.exhaustive import ExhaustiveStrategy, Walk
-from emu.search.fuzz import STRATEGIES, Campaign
+from emu.search.fuzz import STRATEGIES, Fuzzer
 from emu.search.pct import PctRun, PctStrategy, guarantee
 from emu.search.random import RandomStrategy
 from emu.search.schedule import parse_choice
@@ -23,12 +23,12 @@ from emu.search.strategy import Result
 _EXECUTORS: dict[tuple, Executor] = {}
 
 
-def campaign(image: str, host: str = "kvm", reads: int = 2, **kw) -> Campaign:
+def campaign(image: str, host: str = "kvm", reads: int = 2, **kw) -> Fuzzer:
     key = (image, host, reads, tuple(sorted(kw.items())))
     if key not in _EXECUTORS:
         _EXECUTORS[key] = Executor(Scenario(image=image, host=host, reads=reads, **kw))
     ex = _EXECUTORS[key]
-    return Campaign(ex.scenario, ex)
+    return Fuzzer(ex.scenario, ex)
 
 
 def options(*labels: str) -> Options:
@@ -114,7 +114,7 @@ def test_exhaustive_bound_0_and_growth_with_the_bound():
     assert 1 <= n[0] < n[1] < n[2]
 
 
-def _explore(c: Campaign, bound: int, reduce: bool) -> tuple[int, set]:
+def _explore(c: Fuzzer, bound: int, reduce: bool) -> tuple[int, set]:
     verdicts: set = set()
     s = ExhaustiveStrategy(bound, reduce)
 

@@ -52,7 +52,7 @@ from emu.engine.scheduler import Default  # noqa: E402
 from emu.errors import ImageError  # noqa: E402
 from emu.image.loader import manifest  # noqa: E402
 from emu.oracles import judge  # noqa: E402
-from emu.search.fuzz import Campaign  # noqa: E402
+from emu.search.fuzz import Fuzzer  # noqa: E402
 from emu.search.random import RandomWalk  # noqa: E402
 from emu.search.registry import STRATEGIES  # noqa: E402
 from host_model.base import HostView  # noqa: E402
@@ -207,7 +207,7 @@ def throughput(n: int, stepping_n: int) -> dict[str, Any]:
         "strategies": {},
     }
     for name in STRATEGIES:
-        c = Campaign(sc, ex)
+        c = Fuzzer(sc, ex)
         t = time.perf_counter()
         o = c.fuzz(strategy=name, max_schedules=n, preemptions=3)
         dt = time.perf_counter() - t
@@ -264,11 +264,11 @@ def real_vdso(n: int) -> dict[str, Any]:
         return {"skipped": f"no samples in {SAMPLES} (tools/fetch_vdso_samples.sh)", "rows": []}
     ref = reference()
     images = {"modern": "modern"} | {f"{p.parent.name}/{p.name}": str(p) for p in paths}
-    runs: dict[str, tuple[Campaign, Executor]] = {}
+    runs: dict[str, tuple[Fuzzer, Executor]] = {}
     for label, image in images.items():
         ex = Executor(replace(ref, image=image))
         ex.run(Default())  # warm the JIT
-        runs[label] = (Campaign(ex.scenario, ex), ex)
+        runs[label] = (Fuzzer(ex.scenario, ex), ex)
     done = dict.fromkeys(images, 0)
     seconds = dict.fromkeys(images, 0.0)
     for k in range(ROUNDS):
@@ -321,7 +321,7 @@ def bug(spec: dict[str, Any], seeds: int, budget: int) -> dict[str, Any]:
         firsts, counts, totals, shrunk = [], [], [], []
         found = 0
         for seed in range(seeds):
-            c = Campaign(sc, ex)
+            c = Fuzzer(sc, ex)
             t = time.perf_counter()
             o = c.fuzz(strategy=name, seed=seed, max_schedules=budget)
             total = time.perf_counter() - t
@@ -366,7 +366,7 @@ def exhaustive(bounds: list[int]) -> list[dict[str, Any]]:
         sc = Scenario(image="modern", host=host, reads=1)
         ex = Executor(sc)
         for b in bounds:
-            c = Campaign(sc, ex)
+            c = Fuzzer(sc, ex)
             t = time.perf_counter()
             o = c.fuzz(strategy="exhaustive", preemptions=b)
             dt = time.perf_counter() - t

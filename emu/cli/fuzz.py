@@ -20,7 +20,7 @@ from emu.errors import UsageError
 from emu.search.registry import STRATEGIES
 
 if TYPE_CHECKING:  # the search driver loads the engine (Unicorn): only when a command runs
-    from emu.search.fuzz import Campaign
+    from emu.search.fuzz import Fuzzer
     from emu.search.fuzz import Outcome as FuzzOutcome
 
 
@@ -134,11 +134,11 @@ def _strategy_detail(args: argparse.Namespace) -> str:
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
     """Search the scenario's interleavings; save and show the minimal finding, if any."""
-    from emu.search.fuzz import Campaign
+    from emu.search.fuzz import Fuzzer
 
     check_search(args)
     sc = scenario(args)
-    campaign = Campaign(sc)
+    campaign = Fuzzer(sc)
     img = campaign.executor.image
     if args.clock is not None and img.call_abi != "clock_gettime":
         raise UsageError(
@@ -173,7 +173,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     return 1 if f else 0
 
 
-def _announce(args: argparse.Namespace, campaign: Campaign) -> None:
+def _announce(args: argparse.Namespace, campaign: Fuzzer) -> None:
     """Say what is searched (not with --json), and on stderr when the native lane is off."""
     sc, img = campaign.scenario, campaign.executor.image
     if not args.json:
@@ -211,7 +211,7 @@ def _outcome_json(outcome: FuzzOutcome, path: Path | None) -> dict[str, Any]:
 
 
 def _print_outcome(
-    args: argparse.Namespace, campaign: Campaign, outcome: FuzzOutcome, path: Path | None
+    args: argparse.Namespace, campaign: Fuzzer, outcome: FuzzOutcome, path: Path | None
 ) -> None:
     """The human report: notes, the verdict and, for a finding, where it went and its trace."""
     from emu.report.trace import trace

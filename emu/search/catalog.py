@@ -138,14 +138,14 @@ def finding_path(out: Path, name: str) -> Path:
 
 def search_image(entry: Entry, image: str, oracles: tuple[str, ...]) -> tuple[Outcome, Any]:
     """Fuzz `entry`'s scenario with `image` in it; the outcome and the finding (or None)."""
-    from emu.search.fuzz import Campaign
+    from emu.search.fuzz import Fuzzer
 
     sc = replace(entry.scenario, image=image)
     res = Outcome(Path(image).name if os.sep in image else image, expected_oracle=oracles)
     executor = None
     try:
         for strategy in entry.strategies:
-            campaign = Campaign(sc, executor)
+            campaign = Fuzzer(sc, executor)
             executor = campaign.executor
             found = campaign.fuzz(
                 strategy=strategy, seed=entry.seed, max_schedules=entry.max_schedules

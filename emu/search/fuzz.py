@@ -21,7 +21,7 @@ from emu.search.schedule import Finding, Schedule
 from emu.search.shrink import shrink
 from emu.search.strategy import Result, Settings, Strategy
 
-__all__ = ["STRATEGIES", "Campaign", "Outcome"]
+__all__ = ["STRATEGIES", "Fuzzer", "Outcome"]
 
 
 @dataclass
@@ -49,7 +49,10 @@ class Outcome:
 Progress = Callable[[int, int], None]
 
 
-class Campaign:
+class Fuzzer:
+    """Searches one scenario with one strategy until a violation (then shrinks it) or the
+    budget ends: the engine of `vdsofuzz fuzz` and of each campaign shard."""
+
     def __init__(self, scenario: Scenario, executor: Executor | None = None) -> None:
         self.scenario = scenario
         self.executor = executor or Executor(scenario)
