@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("trace", help="instruction-level trace of a schedule or finding")
     t.add_argument("file", type=Path)
     t.add_argument("--jsonl", action="store_true", help="one JSON object per step")
+    t.add_argument("--svg", type=Path, metavar="FILE", help="also draw the timeline as SVG")
+    t.add_argument("--perfetto", type=Path, metavar="FILE", help="also write a Perfetto trace")
     t.set_defaults(func=cmd_trace)
 
 
@@ -301,5 +303,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     schedule, _, executor = _load_schedule(args.file)
     tr = trace(schedule, executor)
+    if args.svg or args.perfetto:
+        from emu.report import perfetto_trace, svg
+
+        for out, writer in ((args.svg, svg.write), (args.perfetto, perfetto_trace.write)):
+            if out is not None:
+                writer(tr, executor, out)
     sys.stdout.write(tr.jsonl() if args.jsonl else tr.text())
     return 1 if tr.violations else 0
