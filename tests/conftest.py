@@ -6,6 +6,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,28 @@ needs_running_vdso = pytest.mark.skipif(
 )
 
 _EXECUTORS: dict[tuple, Executor] = {}
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Never copied into the build tree: a stale setuptools `build/` could leak old modules.
+SKIP = shutil.ignore_patterns(
+    ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "*-out"
+)
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel of this checkout, built once per session (packaging and plugin tests)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=SKIP)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), "."],
+        cwd=src,
+        check=True,
+        capture_output=True,
+    )
+    (built,) = (tmp / "dist").glob("vdsofuzz-*.whl")
+    return built
 
 
 def executor_for(image: str, **kw) -> Executor:

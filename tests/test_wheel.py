@@ -4,7 +4,6 @@ matches the range the engine checks for."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,25 +16,11 @@ from emu.engine import binding
 from emu.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Never copied into the build tree: a stale setuptools `build/` could leak old modules.
-SKIP = shutil.ignore_patterns(
-    ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "*-out"
-)
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
-    tmp = tmp_path_factory.mktemp("wheel")
-    src = tmp / "src"
-    shutil.copytree(ROOT, src, ignore=SKIP)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), "."],
-        cwd=src,
-        check=True,
-        capture_output=True,
-    )
-    (built,) = (tmp / "dist").glob("vdsofuzz-*.whl")
-    return zipfile.ZipFile(built)
+def wheel(built_wheel: Path) -> zipfile.ZipFile:
+    return zipfile.ZipFile(built_wheel)
 
 
 def test_wheel_carries_the_images_manifest_catalog_lane_and_type_markers(wheel):
