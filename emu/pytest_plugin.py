@@ -128,15 +128,16 @@ class ScenarioItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path | str, int | None, str]:
-        return self.entry.scenario.image, None, f"{self.entry.name} ({self.entry.options()})"
+        return self.entry.scenario.image, None, self.nodeid
 
 
 def failure_text(entry: Entry, result: Result) -> str:
     """What a failed item shows: expected and got, the explanation, the finding, the
     commands that replay and draw it."""
+    where = f"host {result.host}" + (f" with {result.options}" if result.options != "-" else "")
     lines = [
-        f"{entry.name} on host {result.host} ({result.options}): expected {result.expected}, "
-        f"got {result.got} in {result.schedules} schedules",
+        f"{entry.name} on {where}: expected {result.expected}, got {result.got} in "
+        f"{result.schedules} schedules",
     ]
     if entry.why:
         lines.append(f"the reference reader: {entry.why}")

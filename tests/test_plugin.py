@@ -50,7 +50,7 @@ def test_a_seeded_bug_fails_with_its_explanation_finding_and_replay_command(pyte
     finding = out / "bug-no-retry" / "image_kvm.json"
     assert finding.is_file()
     text = result.stdout.str()
-    assert "image/kvm on host kvm" in text and "expected pass, got violation (consistent)" in text
+    assert "image/kvm on host kvm:" in text and "expected pass, got violation (consistent)" in text
     # The explanation of the saved finding, line by line, and what to run next.
     for line in api.explain(finding).text().splitlines()[:4]:
         assert line in text
