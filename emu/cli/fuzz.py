@@ -43,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("file", type=Path)
     t.add_argument("--jsonl", action="store_true", help="one JSON object per step")
     t.set_defaults(func=cmd_trace)
+    e = sub.add_parser("explain", help="the cause of a finding in a few lines")
+    e.add_argument("file", type=Path)
+    e.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    e.set_defaults(func=cmd_explain)
 
 
 def _scenario_options(f: argparse.ArgumentParser) -> None:
@@ -229,7 +233,10 @@ def _print_outcome(
     print(f"minimal schedule: {f.schedule.compact()}")
     print(f"saved {path}  (replay: vdsofuzz replay {path}; trace: vdsofuzz trace {path})")
     if not args.no_trace:
+        from emu.report.explain import explain
+
         print()
+        print(explain(f.schedule, campaign.executor, f.oracle).text())
         print(trace(f.schedule, campaign.executor).text(), end="")
 
 
@@ -303,3 +310,15 @@ def cmd_trace(args: argparse.Namespace) -> int:
     tr = trace(schedule, executor)
     sys.stdout.write(tr.jsonl() if args.jsonl else tr.text())
     return 1 if tr.violations else 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from emu.report.explain import explain
+
+    schedule, recorded, executor = _load_schedule(args.file)
+    e = explain(schedule, executor, (recorded or {}).get("oracle"))
+    if args.json:
+        print(json.dumps(e.as_json(), sort_keys=True))
+    else:
+        sys.stdout.write(e.text())
+    return 0 if e.oracle is None else 1
