@@ -94,8 +94,11 @@ def _one_line(e: BaseException, path: Path | None = None) -> str:
         if path is not None:
             lines = [f.lineno for f in frames if f.filename == str(path)]
             where = f" (line {lines[-1]})" if lines else ""
-        elif frames:
-            where = f" ({Path(frames[-1].filename).name} line {frames[-1].lineno})"
+        else:
+            # The deepest frame of the user's code, not of the import machinery.
+            own = [f for f in frames if "importlib" not in f.filename and "<" not in f.filename]
+            if own:
+                where = f" ({Path(own[-1].filename).name} line {own[-1].lineno})"
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ") + where
 
 
@@ -156,16 +159,30 @@ def file_host(spec: str) -> type[HostModel]:
     _, module = _import_file(path.expanduser().resolve())
     cls = getattr(module, name, None)
     if cls is None:
-        defined = sorted(
-            k
-            for k, v in vars(module).items()
-            if isinstance(v, type) and issubclass(v, HostModel) and v.__module__ == module.__name__
-        )
+        defined = [k for k, _ in _defined(module)]
         raise UserHostError(
             f"host file {path}: no class {name!r} (host models defined there: "
             f"{', '.join(defined) or 'none'})"
         )
     return check_class(cls, f"host file {path}")
+
+
+def _defined(module: ModuleType) -> list[tuple[str, type[HostModel]]]:
+    """The host model classes `module` itself defines (not those it imports), by name."""
+    return sorted(
+        (k, v)
+        for k, v in vars(module).items()
+        if isinstance(v, type) and issubclass(v, HostModel) and v.__module__ == module.__name__
+    )
+
+
+def file_classes(path: Path) -> list[tuple[str, type[HostModel]]]:
+    """Every usable host model class the file at `path` defines, by name."""
+    _, module = _import_file(path.expanduser().resolve())
+    found = _defined(module)
+    if not found:
+        raise UserHostError(f"host file {path}: defines no subclass of host_model.base.HostModel")
+    return [(k, check_class(v, f"host file {path}")) for k, v in found]
 
 
 def file_record(spec: str) -> dict[str, str] | None:

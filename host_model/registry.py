@@ -7,6 +7,7 @@ the last two). Bundled names win over an entry point of the same name.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from host_model import plugins
@@ -98,3 +99,15 @@ def all_hosts() -> list[HostSource]:
         except UserHostError as e:
             out.append(HostSource(name, origin, None, str(e)))
     return out
+
+
+def file_hosts(spec: str) -> list[HostSource]:
+    """The host models of a file (`x.py`: every one it defines; `x.py:Class`: that one),
+    each named as `--host` takes it. An unusable file is an error, as it would be in a run."""
+    if not spec.endswith(".py"):
+        return [HostSource(spec, f"file {plugins.split_file_spec(spec)[0]}", file_host(spec))]
+    path = Path(spec)
+    return [
+        HostSource(f"{path}:{name}", f"file {path}", cls)
+        for name, cls in plugins.file_classes(path)
+    ]
