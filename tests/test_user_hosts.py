@@ -8,6 +8,7 @@ import multiprocessing
 import pickle
 import re
 import shutil
+import sys
 import textwrap
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -244,6 +245,39 @@ def installed(tmp_path, monkeypatch):
     yield site
     for name in ("acme-good", "acme-broken", "acme-plain"):
         _ENTRY_POINTS.pop(name, None)
+
+
+def test_readme_packaging_makes_the_example_an_entry_point_host(tmp_path, monkeypatch, capsys):
+    """The README's pyproject, installed as an installer would (its module and a dist-info
+    with the entry points it declares), makes `--host jitter` the example's model."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # the pyproject's tomli dependency on 3.10
+        import tomli as tomllib
+
+    block = re.findall(r"```toml\n(.*?)```", _readme_section(), re.S)[0]
+    project = tomllib.loads(block)
+    (module,) = project["tool"]["setuptools"]["py-modules"]
+    eps = project["project"]["entry-points"]["vdsofuzz.hosts"]
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(EXAMPLE, site / f"{module}.py")
+    name, version = project["project"]["name"], project["project"]["version"]
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = "".join(f"{k} = {v}\n" for k, v in eps.items())
+    (info / "entry_points.txt").write_text(f"[vdsofuzz.hosts]\n{lines}")
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        assert main(["hosts"]) == 0
+        assert f"jitter                 entry point {name} {version}: seqlock" in (
+            capsys.readouterr().out
+        )
+        assert _fuzz(tmp_path, "jitter", "--json") == 1
+        assert json.loads(capsys.readouterr().out)["oracle"] == "monotonic"
+    finally:
+        _ENTRY_POINTS.pop("jitter", None)
 
 
 def test_hosts_lists_every_host_with_its_origin(installed, capsys):
