@@ -120,6 +120,16 @@ def test_file_host_finding_records_path_class_and_sha256_and_replays(tmp_path, c
     assert "which does not exist" in _one_line_error(capsys)
 
 
+def test_same_seed_same_finding_file_with_a_file_host(tmp_path, capsys):
+    host = shutil.copy(EXAMPLE, tmp_path / "d.py")
+    saved = []
+    for run in ("a", "b"):
+        argv = ["fuzz", "--host", f"{host}:JitterHost", "--strategy", "random", "--seed", "7"]
+        assert main([*argv, "--out", str(tmp_path / run), "--no-trace", "--json"]) == 1
+        saved.append(Path(json.loads(capsys.readouterr().out)["finding"]).read_bytes())
+    assert saved[0] == saved[1]
+
+
 def test_relative_path_is_kept_absolute_in_the_scenario(tmp_path, monkeypatch):
     _write(tmp_path, GOOD)
     monkeypatch.chdir(tmp_path)
