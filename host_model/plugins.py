@@ -115,12 +115,12 @@ def _import_file(path: Path) -> tuple[str, ModuleType]:
     """The module of the host file `path` (imported once per content) and its sha256."""
     try:
         st = path.stat()
+        cached = _FILES.get(path)
+        if cached and cached[:2] == (st.st_mtime_ns, st.st_size):
+            return cached[2], cached[3]
+        sha = file_sha256(path)
     except OSError as e:
         raise UserHostError(f"host file {path}: {e.strerror}; give an existing {FORM}") from None
-    cached = _FILES.get(path)
-    if cached and cached[:2] == (st.st_mtime_ns, st.st_size):
-        return cached[2], cached[3]
-    sha = file_sha256(path)
     modname = f"vdsofuzz_host_{sha[:16]}"
     module = sys.modules.get(modname)
     if module is None:
@@ -199,11 +199,13 @@ def check_record(record: dict[str, Any], where: str) -> None:
     """Refuse to replay a finding whose host file is gone or is not the version recorded."""
     path = Path(str(record.get("path", "")))
     sha = str(record.get("sha256", ""))
-    if not path.is_file():
+    try:
+        now = file_sha256(path)
+    except OSError as e:
         raise UserHostError(
-            f"{where}: recorded with host file {path}, which does not exist; restore it there"
-        )
-    now = file_sha256(path)
+            f"{where}: recorded with host file {path}, which cannot be read ({e.strerror}); "
+            "restore it there"
+        ) from None
     if now != sha:
         raise UserHostError(
             f"{where}: host file {path} changed since it was recorded (sha256 {sha[:16]}, "

@@ -117,7 +117,7 @@ def test_file_host_finding_records_path_class_and_sha256_and_replays(tmp_path, c
     assert "changed since it was recorded" in _one_line_error(capsys)
     Path(host).unlink()
     assert main(["trace", str(finding)]) == 2
-    assert "which does not exist" in _one_line_error(capsys)
+    assert "which cannot be read (No such file or directory)" in _one_line_error(capsys)
 
 
 def test_same_seed_same_finding_file_with_a_file_host(tmp_path, capsys):
@@ -183,6 +183,12 @@ def test_bad_host_file_is_one_line_naming_the_file(tmp_path, capsys, case):
     assert _fuzz(tmp_path, f"{path}:{cls}") == 2
     err = _one_line_error(capsys)
     assert str(path) in err and says in err
+
+
+def test_a_directory_is_not_a_host_file(tmp_path, capsys):
+    (tmp_path / "d.py").mkdir()
+    assert _fuzz(tmp_path, f"{tmp_path / 'd.py'}:X") == 2
+    assert "Is a directory" in _one_line_error(capsys)
 
 
 def test_import_error_names_the_line(tmp_path, capsys):
