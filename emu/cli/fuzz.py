@@ -166,7 +166,9 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     path = None
     f = outcome.finding
     if f is not None:
-        name = f"finding-{sc.host}-{img.name}-{f.oracle}.json"
+        from host_model.registry import host_label
+
+        name = f"finding-{host_label(sc.host)}-{img.name}-{f.oracle}.json"
         path = f.save(out_dir / name.replace("/", "_"))
     if args.json:
         print(json.dumps(_outcome_json(outcome, path), sort_keys=True))
