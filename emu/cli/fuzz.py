@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--svg", type=Path, metavar="FILE", help="also draw the timeline as SVG")
     t.add_argument("--perfetto", type=Path, metavar="FILE", help="also write a Perfetto trace")
     t.set_defaults(func=cmd_trace)
+    e = sub.add_parser("explain", help="the cause of a finding in a few lines")
+    e.add_argument("file", type=Path)
+    e.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    e.set_defaults(func=cmd_explain)
 
 
 def _scenario_options(f: argparse.ArgumentParser) -> None:
@@ -164,7 +168,9 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     path = None
     f = outcome.finding
     if f is not None:
-        name = f"finding-{sc.host}-{img.name}-{f.oracle}.json"
+        from host_model.registry import host_label
+
+        name = f"finding-{host_label(sc.host)}-{img.name}-{f.oracle}.json"
         path = f.save(out_dir / name.replace("/", "_"))
     if args.json:
         print(json.dumps(_outcome_json(outcome, path), sort_keys=True))
@@ -231,7 +237,10 @@ def _print_outcome(
     print(f"minimal schedule: {f.schedule.compact()}")
     print(f"saved {path}  (replay: vdsofuzz replay {path}; trace: vdsofuzz trace {path})")
     if not args.no_trace:
+        from emu.report.explain import explain
+
         print()
+        print(explain(f.schedule, campaign.executor, f.oracle).text())
         print(trace(f.schedule, campaign.executor).text(), end="")
 
 
@@ -311,3 +320,15 @@ def cmd_trace(args: argparse.Namespace) -> int:
                 writer(tr, executor, out)
     sys.stdout.write(tr.jsonl() if args.jsonl else tr.text())
     return 1 if tr.violations else 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from emu.report.explain import explain
+
+    schedule, recorded, executor = _load_schedule(args.file)
+    e = explain(schedule, executor, (recorded or {}).get("oracle"))
+    if args.json:
+        print(json.dumps(e.as_json(), sort_keys=True))
+    else:
+        sys.stdout.write(e.text())
+    return 0 if e.oracle is None else 1

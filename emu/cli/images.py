@@ -23,7 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     dv.add_argument("dir", type=Path, help="directory to write (an image spec afterwards)")
     add_cpu(dv, "check the dump loads with this CPU's alternatives")
     dv.set_defaults(func=cmd_dump_vdso)
-    h = sub.add_parser("hosts", help="list the host models and their parameters")
+    h = sub.add_parser(
+        "hosts",
+        help="list the host models, where each comes from, and their parameters",
+        description="Bundled hosts, then those installed packages add (entry point group "
+        "vdsofuzz.hosts), then the host models of any FILE given.",
+    )
+    h.add_argument(
+        "files", nargs="*", metavar="FILE", help="also list the host models of FILE.py[:Class]"
+    )
     h.set_defaults(func=cmd_hosts)
 
 
@@ -76,10 +84,17 @@ def cmd_dump_vdso(args: argparse.Namespace) -> int:
 
 def cmd_hosts(args: argparse.Namespace) -> int:
     # host_model is pure Python: listing the hosts starts no emulator.
-    from host_model.registry import HOSTS
+    from host_model.registry import all_hosts, file_hosts
 
-    for name, cls in sorted(HOSTS.items()):
-        print(f"{name:<22} {cls.summary}")
-        for p in cls.params:
+    sources = all_hosts()
+    for spec in args.files:
+        sources += file_hosts(spec)
+    width = max(len(s.name) for s in sources) + 2
+    for src in sources:
+        if src.cls is None:
+            print(f"{src.name:<{width}} {src.origin}: BROKEN, {src.error}")
+            continue
+        print(f"{src.name:<{width}} {src.origin}: {src.cls.summary}")
+        for p in src.cls.params:
             print(f"    --param {f'{p.name}={p.default}':<22} {p.help} ({p.accepted()})")
     return 0

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from emu.errors import ScheduleError, check_range
-from host_model.registry import make_host
+from host_model.registry import canonical_host, make_host
 
 ORACLES = ("monotonic", "consistent", "accurate", "contract", "terminates", "no-fault")
 #: The machine gives every vCPU its own stack and TSC; beyond this it is only slower.
@@ -68,6 +68,9 @@ class Scenario:
         bad = [o for o in self.oracles if o not in ORACLES]
         if bad:
             raise ScheduleError(f"unknown oracle {bad[0]!r}; choose from {', '.join(ORACLES)}")
+        # A host file by its absolute path: a worker process or a later replay imports it
+        # again from the scenario's plain string.
+        object.__setattr__(self, "host", canonical_host(self.host))
         # The host and its parameters: a HostParamError names the host, parameter and range.
         make_host(self.host, self.host_params)
 

@@ -23,6 +23,7 @@ from emu.engine.choice import (
 )
 from emu.engine.scenario import Scenario
 from emu.errors import ScheduleError
+from host_model.plugins import check_record, file_record
 
 FORMAT = "vdsofuzz-schedule/1"
 #: A choice's label (`Choice.label`): t0, host, stay, t0>v1, tsc, tsc-3.
@@ -57,7 +58,7 @@ class Schedule:
         return " ".join(f"{p}:{c.label}" for p, c in self.choices) or "(no preemption)"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        d = {
             "format": FORMAT,
             "scenario": self.scenario.to_json(),
             "image_sha256": self.image_sha256,
@@ -65,6 +66,12 @@ class Schedule:
             "strategy": self.strategy,
             "choices": [[p, c.label] for p, c in self.choices],
         }
+        # A host from a file: its path, class and sha256, so a replay can say it is gone
+        # or changed (bundled hosts are part of the package version).
+        host_file = file_record(self.scenario.host)
+        if host_file is not None:
+            d["host_file"] = host_file
+        return d
 
     @classmethod
     def from_json(cls, d: Any) -> Schedule:
@@ -115,6 +122,9 @@ def load_file(path: Path) -> tuple[Schedule, dict[str, Any] | None]:
         raise ScheduleError(f"{path}: cannot read ({e.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ScheduleError(f"{path}: not JSON ({e})") from None
+    host_file = d.get("host_file") if isinstance(d, dict) else None
+    if isinstance(host_file, dict):
+        check_record(host_file, str(path))
     sched = Schedule.from_json(d)
     v = d.get("violation")
     return sched, v if isinstance(v, dict) else None

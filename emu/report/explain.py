@@ -1,0 +1,212 @@
+"""`explain`: the cause of a finding in a few lines, computed from its run.
+
+Replays the schedule, takes the read the verdict's oracle blames, and says: what it
+returned against the published records (in ns), which host store each of its shared-page
+loads read (with the value and the source line), the host stores around its window, why
+the reader's version/sequence check let it through, and the nearest passing schedule.
+Nothing here is written per bug: every sentence comes from the run's reads-from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from emu.engine.executor import Executor
+from emu.engine.readsfrom import BOOT, LoadSource
+from emu.engine.run import HANG, Read, Run
+from emu.oracles import Violation, judge, match
+from emu.report.explain_parts import Context, Load, check_story
+from emu.search.replay import Replay
+from emu.search.schedule import Schedule
+
+
+@dataclass(frozen=True)
+class RecordGap:
+    """How far the returned value is from what one published record gives."""
+
+    key: str
+    published: int
+    expected: int
+    delta: int
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """The nearest passing schedule and what changes in the explained read."""
+
+    schedule: str
+    change: str
+    differences: tuple[str, ...]
+
+
+@dataclass
+class Explanation:
+    """The cause of one finding (or `oracle` None: the schedule passes)."""
+
+    oracle: str | None
+    message: str
+    read: str = ""
+    vcpu: int = 0
+    window: tuple[int, int] = (0, 0)
+    outcome: str = ""
+    value: int | None = None
+    #: The TSC instant the gaps are computed at (the read's last TSC read).
+    tsc_t: int = 0
+    gaps: list[RecordGap] = field(default_factory=list)
+    loads: list[Load] = field(default_factory=list)
+    #: Host steps with stores inside the read's window, and the update around it.
+    inside: list[str] = field(default_factory=list)
+    around: str = ""
+    check: list[str] = field(default_factory=list)
+    hang: str = ""
+    nearest: Nearest | None = None
+
+    def text(self) -> str:
+        """The few-line summary people read above a trace."""
+        if self.oracle is None:
+            return f"no violation: {self.message}\n"
+        out = [f"{self.oracle}: {self.message}"]
+        out.append(f"  {self.read} on vcpu{self.vcpu} (t={self.window[0]}..{self.window[1]})")
+        out += [f"    {g}" for g in _gap_lines(self)]
+        out.append("  its shared-page loads, each with the store it read:")
+        for ld in self.loads:
+            src = f"  ; {ld.source}" if ld.source else ""
+            torn = "  TORN" if ld.torn else ""
+            what = f"{ld.field} = {ld.value:#x}"
+            out.append(f"    t={ld.t:<4} {ld.where:<24} {what}  <- {ld.store}{torn}{src}")
+        out.append("  host stores inside the window: " + (", ".join(self.inside) or "none"))
+        if self.around:
+            out.append(f"  {self.around}")
+        out += [f"  {c}" for c in self.check]
+        if self.hang:
+            out.append(f"  {self.hang}")
+        n = self.nearest
+        if n is None:
+            out.append("  nearest passing schedule: none within one choice removed or moved")
+        else:
+            out.append(f"  nearest passing schedule: {n.schedule} ({n.change})")
+            out += [f"    {d}" for d in n.differences]
+        return "\n".join(out) + "\n"
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _gap_lines(e: Explanation) -> list[str]:
+    if e.outcome == HANG or e.value is None:
+        return [f"ended {e.outcome}, no value returned"]
+    lines = [f"returned {e.value}; at its TSC read (t={e.tsc_t}) the records give:"]
+    for g in e.gaps:
+        when = "at boot" if g.published < 0 else f"at t={g.published}"
+        rel = "more" if g.delta > 0 else "less"
+        how = "the same" if g.delta == 0 else f"{abs(g.delta)} ns {rel}"
+        lines.append(f"  {g.key} as published {when}: {g.expected}; the read returned {how}")
+    return lines
+
+
+def _blamed(run: Run, violation: Violation) -> Read:
+    """The read a violation is about: the first of its reads no published record explains
+    (a torn value), else its last (the later read of a monotonic pair)."""
+    by_label = {r.label: r for r in run.reads}
+    reads = [by_label[x] for x in violation.reads if x in by_label]
+    for r in reads:
+        if r.value is not None and r.returned() and match(run, r) is None:
+            return r
+    return reads[-1]
+
+
+def _gaps(run: Run, read: Read) -> tuple[int, list[RecordGap]]:
+    """The read's TSC instant and, per record current during the read or published next,
+    what it gives there minus the returned value."""
+    tscs = [op.t for op in read.ops if op.kind in ("rdtsc", "rdtscp")]
+    t = tscs[-1] if tscs else read.start
+    if read.value is None:
+        return t, []
+    tsc = run.clock.tsc(read.vcpu_at(t), t)
+    out = []
+    for key in sorted(read.keys):
+        hist = run.history.get(key, [])
+        chosen = [(tp, s) for tp, s in hist if read.start <= tp <= read.end]
+        before = [(tp, s) for tp, s in hist if tp < read.start][-1:]
+        after = [(tp, s) for tp, s in hist if tp > read.end][:1]
+        for tp, snap in before + chosen + after:
+            expected = snap.ns_at(tsc)
+            out.append(RecordGap(key, tp, expected, read.value - expected))
+    return t, out
+
+
+def explain(schedule: Schedule, executor: Executor, oracle: str | None = None) -> Explanation:
+    """Replay `schedule` on `executor` and explain its violation (of `oracle`, when given
+    and broken; else the verdict's)."""
+    from emu.report.nearest import nearest_passing
+
+    run = executor.run(Replay(schedule.choices))
+    violations = judge(run, executor.scenario)
+    if not violations:
+        return Explanation(None, f"{len(run.reads)} reads, every oracle holds")
+    v = next((x for x in violations if x.oracle == oracle), violations[0])
+    read = _blamed(run, v)
+    ctx = Context(executor, run)
+    mine = [s for s in ctx.sources if s.read == read.label]
+    tsc_t, gaps = _gaps(run, read)
+    e = Explanation(
+        v.oracle,
+        v.message,
+        read.label,
+        read.vcpu,
+        (read.start, read.end),
+        read.outcome,
+        read.value,
+        tsc_t,
+        gaps,
+        [ctx.load(s) for s in mine],
+    )
+    e.inside, e.around = _window_stores(run, read)
+    e.check = check_story(ctx, mine)
+    if read.outcome == HANG:
+        e.hang = _hang_story(ctx, read, mine)
+    e.nearest = nearest_passing(schedule, executor, run, read, ctx)
+    return e
+
+
+def _window_stores(run: Run, read: Read) -> tuple[list[str], str]:
+    """Host steps that stored inside the read's window, and the record update in progress
+    across it (its stores before and after the window, where it was published)."""
+    inside = [
+        f"t={ev.t} ({ev.step.label})"
+        for ev in run.host
+        if read.start <= ev.t <= read.end and ev.step.writes
+    ]
+    pubs = sorted(tp for k in read.keys for tp, _ in run.history.get(k, []))
+    begin = max((tp for tp in pubs if tp < read.start), default=-1)
+    end = min((tp for tp in pubs if tp >= read.start), default=None)
+    stores = [ev for ev in run.host if ev.step.writes and ev.t > begin]
+    if end is not None:
+        stores = [ev for ev in stores if ev.t <= end]
+    pre = [f"t={ev.t}" for ev in stores if ev.t < read.start]
+    post = [f"t={ev.t}" for ev in stores if ev.t > read.end]
+    if not pre and not post:
+        return inside, ""
+    keys = ", ".join(sorted(read.keys))
+    done = f"published at t={end}" if end is not None else "never published in this run"
+    return inside, (
+        f"a host update of {keys} was in progress across the read: stores at "
+        f"{', '.join(pre) or 'none'} before it, {', '.join(post) or 'none'} after it ({done})"
+    )
+
+
+def _hang_story(ctx: Context, read: Read, mine: list[LoadSource]) -> str:
+    """Which loads led into the loop that never made another visible operation."""
+    last = read.ops[-1] if read.ops else None
+    where = ctx.image.symbolize(last.pc - ctx.base) if last else "its entry"
+    torn = [s.field for s in mine if s.torn]
+    mixed = sorted(
+        {s.field for s in mine if s.source != max((x.source for x in mine), default=BOOT)}
+    )
+    fed = ", ".join(torn) if torn else ", ".join(mixed) or "no shared load"
+    what = "torn loads" if torn else "loads from an older store than the rest"
+    return (
+        f"after its last visible operation at {where} (t={read.end}) the read looped: "
+        f"{read.detail}; {what} that led into the loop: {fed}"
+    )
