@@ -149,3 +149,15 @@ def test_a_counter_per_field_stepping_at_each_store(written):
 def test_the_same_finding_writes_the_same_bytes(written):
     tr, executor, _, data = written
     assert perfetto_trace.perfetto(tr, executor) == data
+
+
+def test_a_migrating_task_keeps_the_slices_of_each_vcpu_nested(make_executor):
+    from emu.search.schedule import Schedule, parse_choice
+
+    executor = make_executor("percpu", host="unsynced-tsc", task_migration=True)
+    choices = tuple((p, parse_choice(c)) for p, c in ((2, "t0>v1"), (8, "t0>v0")))
+    tr = trace(Schedule(executor.scenario, executor.image.sha256, choices), executor)
+    t = Trace.FromString(perfetto_trace.perfetto(tr, executor))
+    slices = _slices(t)  # checks every end closes the innermost open slice of its track
+    on = {v: {n.split()[0] for _, n, _ in slices[perfetto_trace.VCPU_TRACK + v]} for v in (0, 1)}
+    assert "t0.r0" in on[0] and "t0.r0" in on[1]

@@ -151,3 +151,22 @@ def test_attempts_split_at_each_retry_and_where_the_task_migrated():
     read = Read(task=0, index=0, vcpu=0, start=0, end=4, outcome="value", value=7, ops=ops)
     got = [(a.index, a.vcpu, a.start, a.end, a.outcome, a.value) for a in attempts_of(read)]
     assert got == [(0, 0, 0, 1, "retry", None), (1, 0, 2, 2, "value", 7), (1, 1, 3, 4, "value", 7)]
+
+
+def test_a_task_that_migrates_mid_read_is_drawn_on_both_vcpus(make_executor):
+    from emu.search.schedule import Schedule, parse_choice
+
+    executor = make_executor("percpu", host="unsynced-tsc", task_migration=True)
+    choices = tuple((p, parse_choice(c)) for p, c in ((2, "t0>v1"), (8, "t0>v0")))
+    tr = trace(Schedule(executor.scenario, executor.image.sha256, choices), executor)
+    root = ET.fromstring(svg.svg(tr, executor))
+    moves = [
+        (r.label, b.vcpu)
+        for r in tr.run.reads
+        for a, b in zip(r.ops, r.ops[1:], strict=False)
+        if a.vcpu != b.vcpu
+    ]
+    lines = [(e.get("data-read"), int(e.get("data-to"))) for e in _all(root, "migration")]
+    assert lines == moves and moves
+    bars = {(b.get("data-read"), int(b.get("data-vcpu"))) for b in _all(root, "attempt")}
+    assert {(label, v) for label, v in moves} <= bars

@@ -13,6 +13,7 @@ microsecond, in execution order: `ts = STEP * (position in the trace)`.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,15 @@ class _Builder:
                 self.at_t[s.t] = k
             elif s.kind == "host":
                 self.at_host.append(k)
-        self.vcpu_of = {f"t{a.task}": a.vcpu for a in tl.attempts}
+        self.times = sorted(self.at_t)
+
+    def pos(self, t: int) -> int:
+        """The trace position of the visible instruction at logical time `t` (or, for a
+        time the trace shows no instruction at, the next one's)."""
+        if t in self.at_t:
+            return self.at_t[t]
+        i = bisect.bisect_left(self.times, t)
+        return self.at_t[self.times[min(i, len(self.times) - 1)]] if self.times else 0
 
     def add(self, ts: int, rank: int, fill: Callable[[TrackEvent], None]) -> None:
         self.events.append(_Event(ts, rank, len(self.events), fill))
@@ -130,7 +139,7 @@ def _attempts(b: _Builder) -> None:
             extra["value"] = a.value
         if bad is not None and a.read in bad.reads and a.outcome != "retry":
             extra["violation"] = f"{bad.oracle}: {bad.message}"
-        start, end = b.at_t[a.start], b.at_t[a.end] + 1
+        start, end = b.pos(a.start), b.pos(a.end) + 1
         b.slice(VCPU_TRACK + a.vcpu, start, end, name, False, **extra)
 
 

@@ -30,10 +30,13 @@ LEFT, RIGHT = 150, 40
 #: written top to bottom, so the lanes are tall).
 HOST_H, LANE_H = 170, 190
 LINE = 16
+#: Width of one character of the 11px monospace labels (to keep labels from overlapping).
+CHAR = 7
 #: Colours: load, store, other visible op, reads-from arrow, violation.
 C_LOAD, C_STORE, C_OTHER, C_ARROW, C_BAD = "#1f5fbf", "#c06000", "#6a3d9a", "#c06000", "#d62728"
 STYLE = (
     "text{font-family:monospace;font-size:11px;fill:#222}"
+    ".label{paint-order:stroke;stroke:#fff;stroke-width:3px;stroke-linejoin:round}"
     ".small{font-size:9px}.title{font-size:12px}.lane-label{font-size:12px;font-weight:bold}"
     ".attempt{fill:#dfe8f5;stroke:#1f5fbf}.attempt.retry{fill:#f2f2f2;stroke:#999}"
     ".attempt.bad{fill:#fbd5d5;stroke:" + C_BAD + ";stroke-width:2}"
@@ -72,6 +75,7 @@ class _Svg:
         self.bottom = self.top + HOST_H + tl.vcpus * LANE_H
         self.width = max(x_of(tl.end + 1) + RIGHT, 900)
         self.out: list[str] = []
+        self.labels: list[str] = []
 
     def render(self) -> str:
         message = self._message_lines()
@@ -93,9 +97,11 @@ class _Svg:
         self._lanes()
         self._parked()
         self._attempts()
+        self._migrations()
         self._host()
         self._marks()
         self._arrows()
+        o.extend(self.labels)  # over the arrows, each on a white halo
         self._axis()
         y = self.bottom + 40
         for i, line in enumerate(message):
@@ -142,24 +148,51 @@ class _Svg:
                 self.out.append(_text(x_of(start) + 3, y + LANE_H - 6, "parked", "small"))
 
     def _attempts(self) -> None:
-        bad = set(self.tl.violation.reads) if self.tl.violation else set()
+        v = self.tl.violation
+        bad = set(v.reads) if v else set()
+        # A task that migrated mid-attempt has one bar per vCPU: the last one says the result.
+        last = {(a.read, a.index): a.start for a in self.tl.attempts}
+        #: Per lane, where the labels of each of two rows end: a label that would overlap
+        #: the previous one goes one row up.
+        ends: dict[int, list[int]] = {}
         for a in self.tl.attempts:
             y = self.lane_y[f"vcpu{a.vcpu}"] + 48
             final = a.outcome != RETRY
-            cls = "attempt" + ("" if final else " retry")
-            cls += " bad" if final and a.read in bad else ""
-            shown = f"{a.read} {a.outcome}" + (f" {a.value}" if a.value is not None else "")
+            hit = v is not None and final and a.read in bad
+            cls = "attempt" + ("" if final else " retry") + (" bad" if hit else "")
             extra = f' data-value="{a.value}"' if a.value is not None else ""
-            if final and a.read in bad and self.tl.violation:
-                extra += f' data-violation="{self.tl.violation.oracle}"'
+            shown = a.read
+            if last[(a.read, a.index)] == a.start:
+                shown += f" {a.outcome}" + (f" {a.value}" if a.value is not None else "")
+                shown += f" ({v.oracle})" if hit and v is not None else ""
+            if hit and v is not None:
+                extra += f' data-violation="{v.oracle}"'
             self.out.append(
                 f'<rect class="{cls}" data-read="{a.read}" data-attempt="{a.index}" '
                 f'data-vcpu="{a.vcpu}" data-start="{a.start}" data-end="{a.end}" '
                 f'data-outcome="{a.outcome}"{extra} x="{x_of(a.start)}" y="{y}" '
                 f'width="{(a.end - a.start + 1) * UNIT}" height="22" rx="3"/>'
             )
-            fill = C_BAD if "bad" in cls else ""
-            self.out.append(_text(x_of(a.start) + 2, y - 4, shown, fill=fill))
+            x = x_of(a.start) + 2
+            rows = ends.setdefault(a.vcpu, [0, 0])
+            row = next((i for i, end in enumerate(rows) if end < x), 0)
+            rows[row] = x + len(shown) * CHAR
+            label = _text(x, y - 4 - 14 * row, shown, "label", fill=C_BAD if hit else "")
+            self.labels.append(label)
+
+    def _migrations(self) -> None:
+        """A dashed line where a task moved to another vCPU in the middle of a read."""
+        prev: dict[str, tuple[int, int]] = {}
+        for a in sorted(self.tl.attempts, key=lambda a: a.start):
+            if a.read in prev and prev[a.read][1] != a.vcpu:
+                end, vcpu = prev[a.read]
+                y0, y1 = self.lane_y[f"vcpu{vcpu}"] + 59, self.lane_y[f"vcpu{a.vcpu}"] + 59
+                self.out.append(
+                    f'<line class="migration" data-read="{a.read}" data-to="{a.vcpu}" '
+                    f'x1="{x_of(end + 1)}" y1="{y0}" x2="{x_of(a.start)}" y2="{y1}" '
+                    'stroke="#555" stroke-dasharray="4 3"/>'
+                )
+            prev[a.read] = (a.end, a.vcpu)
 
     def _host(self) -> None:
         """Host steps with no store (exits, parks, TSC changes) as grey ticks."""
