@@ -4,14 +4,18 @@ passes, JUnit comes from pytest, the `vdsofuzz` fixture runs a user's own proper
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
 from emu import api
 
 pytest_plugins = ["pytester"]
+ROOT = Path(__file__).resolve().parent.parent
 
 #: The plugin is on by its entry point once the package is installed with it; a checkout
 #: whose installed metadata predates the entry point loads it by module name.
@@ -105,3 +109,16 @@ def test_the_fixture_runs_a_users_own_property_in_a_few_lines(pytester):
     text = result.stdout.str()
     assert "VIOLATION of consistent" in text and "its shared-page loads" in text
     assert "replay:  vdsofuzz replay " in text
+
+
+def test_loading_the_plugin_imports_no_engine():
+    # pytest loads the plugin in every session of an environment with vdsofuzz installed.
+    code = (
+        "import sys, emu.pytest_plugin\n"
+        "bad = [m for m in ('unicorn', 'capstone', 'hypothesis', 'emu.engine.executor') "
+        "if m in sys.modules]\n"
+        "print(bad)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
