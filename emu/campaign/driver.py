@@ -46,6 +46,10 @@ class Campaign:
         self.ckpt = Checkpoints(opts.out, self.shards)
         self.store = FindingStore(opts.out)
         self.coverage = Coverage(opts.out, len(spec.scenarios))
+        #: The Hypothesis example database all Hypothesis shards share (remote workers
+        #: without this filesystem get their own, at the same path on their machine).
+        self.database = opts.out / "hypothesis"
+        self.database.mkdir(exist_ok=True)
         self.images: dict[str, ImageRef] = {}
         for sc in spec.scenarios:
             if sc.image not in self.images:
@@ -70,7 +74,7 @@ class Campaign:
 
     def _task(self, c: Chunk, budget: float) -> Task:
         sc = self.spec.scenarios[c.shard.scenario]
-        db = str(self.opts.out / "hypothesis")
+        db = str(self.database)
         return Task(c, sc, self.images[sc.image], self.spec.depth, db, budget)
 
     def _submit(self, pool: Pool, c: Chunk) -> None:
@@ -136,16 +140,16 @@ class Campaign:
         resumed = len(self.queue)
         fresh = self._new_chunks()
         pool = Pool(self.opts.workers, self.opts.scheduler)
-        self.record.begin(
-            {
-                "workers": pool.workers,
-                "scheduler": self.opts.scheduler or "local",
-                "resumed_chunks": resumed,
-            }
-        )
         try:
             self._warm(pool)
-            self.record.save(startup_s=round(self.startup, 3))
+            self.record.begin(
+                {
+                    "workers": pool.workers,
+                    "scheduler": self.opts.scheduler or "local",
+                    "resumed_chunks": resumed,
+                    "startup_s": round(self.startup, 3),
+                }
+            )
             next_show = time.monotonic()
             while True:
                 while len(self.in_flight) < pool.workers and self.remaining() > 0:

@@ -66,6 +66,8 @@ class Pool:
         self.executor = self._local()
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
         if self.client is not None:
+            self.executor.shutdown(wait=False)
             self.client.close()
+        else:
+            self.executor.shutdown(wait=False, cancel_futures=True)

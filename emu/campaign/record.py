@@ -60,6 +60,9 @@ class Record:
         return self.before + time.monotonic() - self.started
 
     def begin(self, info: dict[str, Any]) -> None:
+        """Start this session's clock (after the workers are warm: start-up is not spent
+        from the budget)."""
+        self.started = time.monotonic()
         self.data["sessions"].append(dict(info, started=time.time()))
         self.save()
 

@@ -122,7 +122,9 @@ def parse(text: str, path: Path) -> Spec:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"{path}: not TOML: {e}; fix the syntax there") from None
+        m = re.search(r"at line (\d+)", str(e))
+        where = f"{path}:{m.group(1)}" if m else str(path)
+        raise SpecError(f"{where}: not TOML: {e}; fix the syntax there") from None
     lines = _Lines(text)
 
     def err(line: int, what: str) -> SpecError:

@@ -192,6 +192,8 @@ def run_chunk(task: Task) -> ChunkResult:
 def _hypothesis(task: Task, w: _Warm, out: ChunkResult, deadline: float, one: Any) -> None:
     """Hypothesis searches seeded from (seed, chunk, restart) until the chunk's runs are
     spent; each stops at a violation (after shrinking it), and the next one starts."""
+    from hypothesis.errors import Flaky
+
     from emu.search.hypothesis import HypothesisStrategy
 
     c = task.chunk
@@ -203,13 +205,18 @@ def _hypothesis(task: Task, w: _Warm, out: ChunkResult, deadline: float, one: An
         first = out.reached
 
         def run_one(scheduler: Scheduler) -> Result:
-            if out.reached >= c.end or time.monotonic() >= deadline:
-                return Result(False, w.k)  # spent: let Hypothesis finish without running
+            if time.monotonic() >= deadline:
+                return Result(False, w.k)  # out of time: let Hypothesis end without running
+            # Runs past the chunk's end (Hypothesis' shrinking and its final replay) are
+            # run and counted, but the chunk's index stays at its end.
             run, vs = one(out.reached, scheduler)
-            out.reached += 1
+            out.reached = min(out.reached + 1, c.end)
             return Result(bool(vs), run.points, None if vs else w.fuzzer.score(run, vs))
 
-        strat.explore(run_one, c.end - out.reached)
+        try:
+            strat.explore(run_one, c.end - out.reached)
+        except Flaky:  # the deadline turned a failing example into a passing one
+            break
         restart += 1
         if out.reached == first:
             break

@@ -1,0 +1,184 @@
+"""Campaigns: spec validation (before any work, naming the line), signatures that identify
+a bug across seeds, the findings store, checkpoints and the `findings` listing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from emu.campaign import spec as specmod
+from emu.campaign.checkpoint import ShardState
+from emu.campaign.shards import Chunk, Shard
+from emu.campaign.signature import signature
+from emu.campaign.store import FindingStore
+from emu.campaign.worker import ChunkResult
+from emu.cli.app import main
+from emu.engine.scenario import Scenario
+from emu.search.fuzz import Fuzzer
+from emu.search.random import RandomWalk
+
+GOOD = '[[scenario]]\nimages = ["modern"]\nhosts = ["kvm"]\n'
+
+BAD = [
+    ("strategies = [\"random\"]\n" + GOOD + "params = { nosuch = 1 }\n", 5, "no parameter 'nosuch'"),
+    ('strategies = ["random", "dpor"]\n' + GOOD, 1, "unknown strategy 'dpor'"),
+    ('[[scenario]]\nimages = ["modern"]\nhosts = ["kvm", "nohost"]\n', 3, "nohost"),
+    ('[[scenario]]\nimages = ["modern", "nothere"]\nhosts = ["kvm"]\n', 2, "unknown image 'nothere'"),
+    (GOOD + "vcpus = []\n", 4, "vcpus is empty"),
+    ('[[scenario]\nimages = ["modern"]\n', 1, "not TOML"),
+    (GOOD + "vcpus = [2, 99]\n", 4, "--vcpus must be 1..64"),
+    (GOOD + "colour = 1\n", 4, "unknown scenario key 'colour'"),
+    ('seeds = 0\n' + GOOD, 1, "seeds is a count"),
+    ('[[scenario]]\nimages = ["modern"]\n', 1, "needs images and hosts"),
+    (GOOD + 'images2 = ["x/*.nomatch"]\n', 4, "unknown scenario key"),
+    ('[[scenario]]\nimages = ["nomatch-*.so"]\nhosts = ["kvm"]\n', 2, "no file matches"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "what"), BAD)
+def test_spec_errors_name_the_line_before_any_work(tmp_path, capsys, text, line, what):
+    p = tmp_path / "spec.toml"
+    p.write_text(text)
+    out = tmp_path / "out"
+    assert main(["campaign", str(p), "--out", str(out), "--time", "5s"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{p}:{line}:" in err and what in err
+    assert not out.exists()  # nothing started
+
+
+def test_spec_product_and_defaults(tmp_path):
+    p = tmp_path / "spec.toml"
+    p.write_text(
+        'strategies = ["pct"]\nseeds = [3, 4]\n[[scenario]]\nimages = ["modern", "bug-no-retry"]\n'
+        'hosts = "kvm"\nvcpus = [2, 3]\nparams = { updates = [1, 2] }\n'
+        '[[scenario]]\nimages = "modern"\nhosts = "xen"\n'
+    )
+    s = specmod.load(p)
+    assert len(s.scenarios) == 2 * 2 * 2 + 1
+    assert s.strategies == ("pct",) and s.seeds == (3, 4)
+    assert {sc.host_params["updates"] for sc in s.scenarios[:8]} == {1, 2}
+    assert s.scenarios[-1] == Scenario(image="modern", host="xen")
+
+
+def test_no_spec_is_the_catalog():
+    from emu.search.catalog import load
+
+    s = specmod.load(None)
+    assert [sc for sc in s.scenarios] == [e.scenario for e in load()]
+    assert s.expected[0] in ("pass", "violation") or s.expected[0].startswith("violation")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("2h", 7200), ("45", 45)])
+def test_durations(text, seconds):
+    assert specmod.parse_duration(text) == seconds
+
+
+def _first_signature(image: str, host: str, seed: int):
+    """The signature of the shrunk finding of the first violating random run of `seed`."""
+    f = Fuzzer(Scenario(image=image, host=host))
+    for i in range(3000):
+        run, vs = f.run(RandomWalk(seed * 1_000_003 + i))
+        if vs:
+            found = f.finding_of(tuple(run.choices), vs[0].oracle, "random", seed)
+            assert found is not None
+            run2, vs2 = f.replay(found.schedule.choices)
+            v = next(x for x in vs2 if x.oracle == found.oracle)
+            return signature(run2, v.oracle, v.reads, f.executor, image), found
+    raise AssertionError(f"no violation of {image}/{host} in 3000 runs of seed {seed}")
+
+
+@pytest.mark.parametrize(("image", "host"), [("modern", "kvm-legacy-copy"), ("bug-no-barrier", "kvm")])
+def test_same_bug_other_seed_same_signature(image, host):
+    a, fa = _first_signature(image, host, 1)
+    b, fb = _first_signature(image, host, 2)
+    assert fa.schedule.choices != fb.schedule.choices or fa.schedule.seed != fb.schedule.seed
+    assert a.id == b.id and a.sites  # a torn read: stale sites are named
+
+
+def test_two_bugs_two_signatures():
+    torn, _ = _first_signature("modern", "kvm-legacy-copy", 0)
+    warp, _ = _first_signature("modern", "unsynced-tsc", 0)
+    no_retry, _ = _first_signature("bug-no-retry", "kvm", 0)
+    no_odd, _ = _first_signature("bug-no-odd-check", "kvm", 0)
+    assert len({torn.id, warp.id, no_retry.id, no_odd.id}) == 4
+    # Not only the image tells the two reader bugs apart: the stale loads differ.
+    assert no_retry.sites != no_odd.sites
+    assert warp.oracle == "monotonic" and not warp.sites
+
+
+def test_store_keeps_the_smallest_finding_once(tmp_path):
+    store = FindingStore(tmp_path)
+    sig = {"oracle": "consistent", "image": "x", "sites": [], "steps": []}
+    big = {"choices": [[1, "host"], [5, "t1"]], "violation": {"oracle": "consistent"}}
+    small = {"choices": [[3, "host"]], "violation": {"oracle": "consistent"}}
+    assert store.save("abc", sig, big, 0)
+    assert store.save("abc", sig, small, 0)
+    assert not store.save("abc", sig, big, 0)
+    files = list((tmp_path / "findings").iterdir())
+    assert [p.name for p in files] == ["abc.json"]  # no temporary file left, one per signature
+    assert json.loads(files[0].read_text())["choices"] == [[3, "host"]]
+
+
+def test_checkpoint_counts_each_run_once_and_requeues_the_rest():
+    shard = Shard(0, "random", 0)
+    st = ShardState(shard.key, issued=3)
+    st.apply(ChunkResult(Chunk(shard, 1, 100, 200), 200, hits={"s": 2}), 1.0)
+    st.apply(ChunkResult(Chunk(shard, 0, 0, 100), 40, hits={"s": 1}), 2.0)
+    assert st.schedules == 140 and st.hits == {"s": 3} and st.first_seen == {"s": 1.0}
+    pending = st.pending(shard, 100)
+    assert [(c.number, c.start, c.end) for c in pending] == [(0, 40, 100), (2, 200, 300)]
+    st.apply(ChunkResult(pending[0], 100), 3.0)
+    assert st.done_below == 2 and st.schedules == 200
+
+
+def test_findings_lists_a_short_campaign(tmp_path, capsys):
+    p = tmp_path / "spec.toml"
+    p.write_text('strategies = ["random"]\nchunk = 50\n[[scenario]]\nimages = "bug-no-retry"\nhosts = "kvm"\n')
+    out = tmp_path / "camp"
+    assert main(["campaign", str(p), "--out", str(out), "--time", "2s", "--workers", "1", "--json"]) == 1
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert lines[-1]["done"] and lines[-1]["signatures"] >= 1
+    assert (out / "report.md").read_text().startswith("# Campaign")
+    assert main(["findings", str(out), "--json"]) == 1
+    listed = json.loads(capsys.readouterr().out)["signatures"]
+    assert len(listed) == lines[-1]["signatures"]
+    first = listed[0]
+    assert first["replay"] == f"vdsofuzz replay {first['file']}" and "trace" in first["trace"]
+    assert main(["replay", first["file"]]) == 1  # the stored finding reproduces
+    capsys.readouterr()
+    assert main(["findings", str(out), "--html"]) == 1
+    page = capsys.readouterr().out
+    assert "<svg" in page and "polyline" in page and first["id"] in page
+    assert main(["findings", str(out), "--markdown"]) == 1
+    assert first["id"] in capsys.readouterr().out
+
+
+def test_findings_of_no_campaign_is_bad_input(tmp_path, capsys):
+    assert main(["findings", str(tmp_path)]) == 2
+    assert "no campaign here" in capsys.readouterr().err
+
+
+def test_a_different_spec_for_the_same_dir_is_refused(tmp_path, capsys):
+    p = tmp_path / "spec.toml"
+    p.write_text('strategies = ["random"]\nchunk = 20\n' + GOOD)
+    out = tmp_path / "camp"
+    assert main(["campaign", str(p), "--out", str(out), "--time", "1s", "--workers", "1", "--json"]) == 0
+    p.write_text('strategies = ["pct"]\n' + GOOD)
+    capsys.readouterr()
+    assert main(["campaign", str(p), "--out", str(out), "--time", "1s", "--json"]) == 2
+    assert "holds another campaign" in capsys.readouterr().err
+
+
+def test_images_travel_as_bytes(tmp_path):
+    from emu.campaign.images import load_ref, materialize, pack
+
+    ref = pack("modern")
+    path = materialize(ref, tmp_path)
+    assert path.read_bytes() == ref.files[0][1] and path.parent.name == ref.sha256
+    assert materialize(ref, tmp_path) == path  # present: not written again
+    assert Path(path).exists()
+    img = load_ref(ref, None)
+    assert img.name == "modern"
