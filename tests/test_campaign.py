@@ -22,15 +22,19 @@ from emu.search.random import RandomWalk
 GOOD = '[[scenario]]\nimages = ["modern"]\nhosts = ["kvm"]\n'
 
 BAD = [
-    ("strategies = [\"random\"]\n" + GOOD + "params = { nosuch = 1 }\n", 5, "no parameter 'nosuch'"),
+    ('strategies = ["random"]\n' + GOOD + "params = { nosuch = 1 }\n", 5, "no parameter 'nosuch'"),
     ('strategies = ["random", "dpor"]\n' + GOOD, 1, "unknown strategy 'dpor'"),
     ('[[scenario]]\nimages = ["modern"]\nhosts = ["kvm", "nohost"]\n', 3, "nohost"),
-    ('[[scenario]]\nimages = ["modern", "nothere"]\nhosts = ["kvm"]\n', 2, "unknown image 'nothere'"),
+    (
+        '[[scenario]]\nimages = ["modern", "nothere"]\nhosts = ["kvm"]\n',
+        2,
+        "unknown image 'nothere'",
+    ),
     (GOOD + "vcpus = []\n", 4, "vcpus is empty"),
     ('[[scenario]\nimages = ["modern"]\n', 1, "not TOML"),
     (GOOD + "vcpus = [2, 99]\n", 4, "--vcpus must be 1..64"),
     (GOOD + "colour = 1\n", 4, "unknown scenario key 'colour'"),
-    ('seeds = 0\n' + GOOD, 1, "seeds is a count"),
+    ("seeds = 0\n" + GOOD, 1, "seeds is a count"),
     ('[[scenario]]\nimages = ["modern"]\n', 1, "needs images and hosts"),
     (GOOD + 'images2 = ["x/*.nomatch"]\n', 4, "unknown scenario key"),
     ('[[scenario]]\nimages = ["nomatch-*.so"]\nhosts = ["kvm"]\n', 2, "no file matches"),
@@ -71,7 +75,9 @@ def test_no_spec_is_the_catalog():
     assert s.expected[0] in ("pass", "violation") or s.expected[0].startswith("violation")
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("2h", 7200), ("45", 45)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("30m", 1800), ("2h", 7200), ("45", 45)]
+)
 def test_durations(text, seconds):
     assert specmod.parse_duration(text) == seconds
 
@@ -90,7 +96,9 @@ def _first_signature(image: str, host: str, seed: int):
     raise AssertionError(f"no violation of {image}/{host} in 3000 runs of seed {seed}")
 
 
-@pytest.mark.parametrize(("image", "host"), [("modern", "kvm-legacy-copy"), ("bug-no-barrier", "kvm")])
+@pytest.mark.parametrize(
+    ("image", "host"), [("modern", "kvm-legacy-copy"), ("bug-no-barrier", "kvm")]
+)
 def test_same_bug_other_seed_same_signature(image, host):
     a, fa = _first_signature(image, host, 1)
     b, fb = _first_signature(image, host, 2)
@@ -136,9 +144,15 @@ def test_checkpoint_counts_each_run_once_and_requeues_the_rest():
 
 def test_findings_lists_a_short_campaign(tmp_path, capsys):
     p = tmp_path / "spec.toml"
-    p.write_text('strategies = ["random"]\nchunk = 50\n[[scenario]]\nimages = "bug-no-retry"\nhosts = "kvm"\n')
+    p.write_text(
+        'strategies = ["random"]\nchunk = 50\n'
+        '[[scenario]]\nimages = "bug-no-retry"\nhosts = "kvm"\n'
+    )
     out = tmp_path / "camp"
-    assert main(["campaign", str(p), "--out", str(out), "--time", "2s", "--workers", "1", "--json"]) == 1
+    assert (
+        main(["campaign", str(p), "--out", str(out), "--time", "2s", "--workers", "1", "--json"])
+        == 1
+    )
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert lines[-1]["done"] and lines[-1]["signatures"] >= 1
     assert (out / "report.md").read_text().startswith("# Campaign")
@@ -165,7 +179,10 @@ def test_a_different_spec_for_the_same_dir_is_refused(tmp_path, capsys):
     p = tmp_path / "spec.toml"
     p.write_text('strategies = ["random"]\nchunk = 20\n' + GOOD)
     out = tmp_path / "camp"
-    assert main(["campaign", str(p), "--out", str(out), "--time", "1s", "--workers", "1", "--json"]) == 0
+    assert (
+        main(["campaign", str(p), "--out", str(out), "--time", "1s", "--workers", "1", "--json"])
+        == 0
+    )
     p.write_text('strategies = ["pct"]\n' + GOOD)
     capsys.readouterr()
     assert main(["campaign", str(p), "--out", str(out), "--time", "1s", "--json"]) == 2

@@ -21,14 +21,17 @@ def test_campaign_on_a_local_cluster(tmp_path, capsys):
     )
     out = tmp_path / "camp"
     cache = tmp_path / "images"
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        env={"VDSOFUZZ_IMAGE_CACHE": str(cache)},
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            env={"VDSOFUZZ_IMAGE_CACHE": str(cache)},
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         worker_pids = set(client.run(os.getpid).values())
         argv = ["campaign", str(spec), "--out", str(out), "--time", "4s", "--json"]
         code = main([*argv, "--scheduler", cluster.scheduler_address])

@@ -25,7 +25,9 @@ def _start(spec: Path, out: Path, budget: str, log: Path) -> subprocess.Popen[by
     cmd = [sys.executable, "-m", "emu", "campaign", str(spec), "--out", str(out)]
     cmd += ["--time", budget, "--workers", str(WORKERS), "--json", "--interval", "0.3"]
     with open(log, "wb") as f:
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1])
+        return subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1]
+        )
 
 
 def _wait_for(cond, timeout: float = 120.0) -> None:
@@ -54,7 +56,11 @@ def test_sigkill_and_resume(tmp_path):
     proc = _start(spec, out, "10s", tmp_path / "log1")
 
     def progressed() -> bool:
-        done = sum(s["schedules"] for s in _states(out).values()) if (out / "checkpoints").exists() else 0
+        done = (
+            sum(s["schedules"] for s in _states(out).values())
+            if (out / "checkpoints").exists()
+            else 0
+        )
         return done >= 300 and (out / "findings").is_dir() and any((out / "findings").iterdir())
 
     _wait_for(progressed)
