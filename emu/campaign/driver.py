@@ -60,6 +60,10 @@ class Campaign:
         self.session_runs: dict[int, int] = {}
         self.started = time.monotonic()
         self.startup = 0.0
+        #: The largest peak RSS a worker reported (MB).
+        self.peak_rss = 0.0
+        #: CPU seconds the workers spent on the chunks this session applied.
+        self.worker_cpu = 0.0
 
     # --- work ------------------------------------------------------------------------------
 
@@ -109,7 +113,8 @@ class Campaign:
         self.ckpt.save(c.shard.key)
         runs = res.reached - c.start
         self.session_runs[c.shard.scenario] = self.session_runs.get(c.shard.scenario, 0) + runs
-        self.peak_rss = max(getattr(self, "peak_rss", 0.0), res.rss_mb)
+        self.peak_rss = max(self.peak_rss, res.rss_mb)
+        self.worker_cpu += res.cpu
 
     def _collect(self, pool: Pool, timeout: float) -> None:
         done, _ = wait(list(self.in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
@@ -163,7 +168,10 @@ class Campaign:
         finally:
             pool.close()
             self.record.save(
-                requeued=self.requeued, peak_rss_mb=round(getattr(self, "peak_rss", 0.0), 1)
+                requeued=self.requeued,
+                peak_rss_mb=round(self.peak_rss, 1),
+                coordinator_cpu_s=round(time.process_time(), 2),
+                worker_cpu_s=round(self.worker_cpu, 2),
             )
         snap = self.snapshot(pool.workers, done=True)
         show(snap)

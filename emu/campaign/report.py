@@ -51,18 +51,9 @@ def _describe(sig: dict[str, Any]) -> str:
     return f"{sites} <- {'+'.join(sig.get('steps', [])) or 'no host step'}"
 
 
-def read(out: Path) -> Summary:
-    """Everything `findings` and the report show, from the files in `out`."""
-    from emu.campaign.status import label
-    from emu.engine.scenario import Scenario
-
-    rec_path = out / "campaign.json"
-    if not rec_path.exists():
-        raise UsageError(
-            f"{out}: no campaign here (no campaign.json); run `vdsofuzz campaign --out {out}`"
-        )
-    rec = json.loads(rec_path.read_text())
-    scenarios = [Scenario.from_json(s) for s in rec["scenarios"]]
+def _tally(out: Path) -> tuple[int, dict[str, int], dict[str, float], dict[int, set[str]]]:
+    """From the checkpoints: schedules, hits and first-seen time per signature, and the
+    signatures of each scenario."""
     hits: dict[str, int] = {}
     first: dict[str, float] = {}
     schedules = 0
@@ -76,6 +67,22 @@ def read(out: Path) -> Summary:
             per_scenario.setdefault(idx, set()).add(sid)
         for sid, t in st["first_seen"].items():
             first[sid] = min(first.get(sid, t), t)
+    return schedules, hits, first, per_scenario
+
+
+def read(out: Path) -> Summary:
+    """Everything `findings` and the report show, from the files in `out`."""
+    from emu.campaign.status import label
+    from emu.engine.scenario import Scenario
+
+    rec_path = out / "campaign.json"
+    if not rec_path.exists():
+        raise UsageError(
+            f"{out}: no campaign here (no campaign.json); run `vdsofuzz campaign --out {out}`"
+        )
+    rec = json.loads(rec_path.read_text())
+    scenarios = [Scenario.from_json(s) for s in rec["scenarios"]]
+    schedules, hits, first, per_scenario = _tally(out)
     entries = []
     for p in sorted((out / "findings").glob("*.json")):
         d = json.loads(p.read_text())

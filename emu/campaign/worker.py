@@ -71,6 +71,8 @@ class ChunkResult:
     found: dict[str, Found] = field(default_factory=dict)
     coverage: list[int] = field(default_factory=list)
     elapsed: float = 0.0
+    #: CPU seconds the worker spent on the chunk (time.process_time).
+    cpu: float = 0.0
     pid: int = 0
     host: str = ""
     rss_mb: float = 0.0
@@ -154,7 +156,7 @@ def _record(w: _Warm, task: Task, out: ChunkResult, run: Run, vs: list[Violation
 
 def run_chunk(task: Task) -> ChunkResult:
     """Run `task`'s chunk; the result says how far it got and what it found."""
-    start = time.monotonic()
+    start, cpu = time.monotonic(), time.process_time()
     w = _warm(task.scenario, task.image)
     c = task.chunk
     out = ChunkResult(c, c.start, pid=os.getpid(), host=os.uname().nodename, k=w.k)
@@ -185,6 +187,7 @@ def run_chunk(task: Task) -> ChunkResult:
             i += 1
         out.reached = i
     out.elapsed = time.monotonic() - start
+    out.cpu = time.process_time() - cpu
     out.rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
