@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# This checkout's `emu`, in the campaign processes and in the Dask workers this starts.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+sys.path.insert(0, str(ROOT))
 SPEC = """strategies = ["random"]
 chunk = 400
 [[scenario]]
@@ -51,7 +54,7 @@ def run(spec: Path, seconds: float, workers: int | None, scheduler: str | None) 
     cmd += ["--time", f"{seconds}s", "--json", "--interval", "1"]
     cmd += ["--workers", str(workers)] if workers else []
     cmd += ["--scheduler", scheduler] if scheduler else []
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     assert proc.stdout is not None
@@ -97,7 +100,7 @@ def ci(seconds: float) -> int:
     spec = tmp / "spec.toml"
     spec.write_text(CI_SPEC)
     out = tmp / "c"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ)
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     ) as cluster:
@@ -164,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
         processes=True,
         host="127.0.0.1",
         dashboard_address=None,
-        env={"PYTHONPATH": str(ROOT)},
     ) as cluster:
         for _ in range(args.repeat):  # interleaved, so load from others hits every config
             results["local-1"].append(run(spec, args.time, 1, None))
