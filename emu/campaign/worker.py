@@ -20,6 +20,7 @@ import resource
 import signal
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,14 +93,22 @@ class _Warm:
         self.image_name = Path(ref.name).name
 
 
-_WARM: dict[str, _Warm] = {}
+#: Warm fuzzers by (thread, scenario), least recently used first: a Dask worker with
+#: several threads must not share a machine between them. Each holds a Unicorn machine
+#: (about 3.6 MB: peak RSS 49 MB with 4 warm, 176 MB with the catalog's 39).
+_WARM: OrderedDict[str, _Warm] = OrderedDict()
+#: Warm fuzzers a worker keeps; beyond, the least recently used is dropped.
+MAX_WARM = 48
 
 
 def _warm(scenario: Scenario, ref: ImageRef) -> _Warm:
-    key = f"{ref.sha256}:{scenario!r}"
+    key = f"{threading.get_ident()}:{ref.sha256}:{scenario!r}"
     w = _WARM.get(key)
     if w is None:
         w = _WARM[key] = _Warm(scenario, ref)
+        while len(_WARM) > MAX_WARM:
+            _WARM.popitem(last=False)
+    _WARM.move_to_end(key)
     return w
 
 
