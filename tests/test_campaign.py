@@ -199,3 +199,19 @@ def test_images_travel_as_bytes(tmp_path):
     assert Path(path).exists()
     img = load_ref(ref, None)
     assert img.name == "modern"
+
+
+def test_spec_paths_and_globs_are_relative_to_the_spec(tmp_path):
+    from emu.campaign.images import pack
+    from emu.image.loader import resolve
+
+    (tmp_path / "imgs").mkdir()
+    blob = resolve("modern")[0].read_bytes()
+    for name in ("a.so", "b.so"):
+        (tmp_path / "imgs" / name).write_bytes(blob)
+    p = tmp_path / "spec.toml"
+    p.write_text('[[scenario]]\nimages = ["imgs/*.so", "imgs/a.so"]\nhosts = "kvm"\n')
+    s = specmod.load(p)
+    images = [sc.image for sc in s.scenarios]
+    assert images == [str(tmp_path / "imgs" / n) for n in ("a.so", "b.so", "a.so")]
+    assert pack(images[0]).sha256 == pack(images[2]).sha256

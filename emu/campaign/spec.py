@@ -239,18 +239,20 @@ def _images(items: list[Any], path: Path, line: int, err: Any) -> list[str]:
             found = sorted(glob.glob(str(base / item))) or sorted(glob.glob(item))
             if not found:
                 raise err(line, f"no file matches the image glob {item!r}")
-            out += found
+            out += [str(Path(f).resolve()) for f in found]
+            continue
+        # Paths are made absolute: findings name them, and are replayed from anywhere.
+        local = base / item
+        if local.exists():
+            out.append(str(local.resolve()))
             continue
         try:
-            resolve(item)
-            out.append(item)
+            _, _, entry = resolve(item)
         except ImageError:
-            local = base / item
-            if not local.exists():
-                raise err(
-                    line, f"unknown image {item!r}: a bundled name (`vdsofuzz images`) or a path"
-                ) from None
-            out.append(str(local))
+            raise err(
+                line, f"unknown image {item!r}: a bundled name (`vdsofuzz images`) or a path"
+            ) from None
+        out.append(item if entry else str(Path(item).resolve()))
     return out
 
 
