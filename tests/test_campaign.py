@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import needs_running_vdso
 
 from emu.campaign import spec as specmod
 from emu.campaign.checkpoint import ShardState
@@ -215,3 +216,17 @@ def test_spec_paths_and_globs_are_relative_to_the_spec(tmp_path):
     images = [sc.image for sc in s.scenarios]
     assert images == [str(tmp_path / "imgs" / n) for n in ("a.so", "b.so", "a.so")]
     assert pack(images[0]).sha256 == pack(images[2]).sha256
+
+
+@needs_running_vdso
+def test_a_dump_directory_travels_whole(tmp_path):
+    from emu.campaign.images import load_ref, materialize, pack
+    from emu.image.loader import load
+
+    dump = tmp_path / "dump"
+    assert main(["dump-vdso", str(dump)]) == 0
+    ref = pack(str(dump))
+    where = materialize(ref, tmp_path / "cache")
+    sent = sorted(str(p.relative_to(dump)) for p in dump.rglob("*") if p.is_file())
+    assert sorted(str(p.relative_to(where)) for p in where.rglob("*") if p.is_file()) == sent
+    assert load_ref(ref, None).sha256 == load(str(dump)).sha256

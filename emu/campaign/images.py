@@ -23,7 +23,7 @@ class ImageRef:
     #: The image as the spec names it (bundled name or path): what findings record.
     name: str
     sha256: str
-    #: File name -> bytes; one entry for an ELF file, several for a dump directory.
+    #: (relative path, bytes); one entry for an ELF file, several for a dump directory.
     files: tuple[tuple[str, bytes], ...]
     is_dir: bool = False
 
@@ -34,7 +34,11 @@ def pack(spec: str) -> ImageRef:
 
     path, _, _ = resolve(spec)
     if path.is_dir():
-        files = tuple((p.name, p.read_bytes()) for p in sorted(path.iterdir()) if p.is_file())
+        files = tuple(
+            (str(p.relative_to(path)), p.read_bytes())
+            for p in sorted(path.rglob("*"))
+            if p.is_file()
+        )
     else:
         files = ((path.name, path.read_bytes()),)
     h = hashlib.sha256()
@@ -51,9 +55,11 @@ def materialize(ref: ImageRef, cache: Path | None = None) -> Path:
         return target
     root.mkdir(parents=True, exist_ok=True)
     for name, data in ref.files:
-        tmp = root / f".{name}.{os.getpid()}.tmp"
+        dest = root / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         tmp.write_bytes(data)
-        os.replace(tmp, root / name)
+        os.replace(tmp, dest)
     return target
 
 
