@@ -104,10 +104,20 @@ def test_sigkill_and_resume(tmp_path):
 
 
 def _children(pid: int) -> list[int]:
+    """The campaign's worker processes (forked: same command line, unlike helpers such as
+    multiprocessing's resource tracker)."""
     kids = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         kids += [int(x) for x in (task / "children").read_text().split()]
-    return kids
+    mine = Path(f"/proc/{pid}/cmdline").read_bytes()
+
+    def cmdline(k: int) -> bytes:
+        try:
+            return Path(f"/proc/{k}/cmdline").read_bytes()
+        except OSError:  # it has just exited
+            return b""
+
+    return [k for k in kids if cmdline(k) == mine]
 
 
 def test_a_dead_worker_is_requeued(tmp_path):
