@@ -39,11 +39,16 @@ BAD = [
     ('[[scenario]]\nimages = ["modern"]\n', 1, "needs images and hosts"),
     (GOOD + 'images2 = ["x/*.nomatch"]\n', 4, "unknown scenario key"),
     ('[[scenario]]\nimages = ["nomatch-*.so"]\nhosts = ["kvm"]\n', 2, "no file matches"),
+    (GOOD + "timekeeping = [0, 2]\n", 4, "timekeeping needs a real vDSO"),
+    (GOOD + 'clock = "realtime"\n', 4, "takes no clock id"),
+    (GOOD + 'cpu = "pentium"\n', 4, "unknown cpu 'pentium'"),
+    ('[[scenario]]\nimages = ["junk.so"]\nhosts = ["kvm"]\n', 2, "junk.so"),
 ]
 
 
 @pytest.mark.parametrize(("text", "line", "what"), BAD)
 def test_spec_errors_name_the_line_before_any_work(tmp_path, capsys, text, line, what):
+    (tmp_path / "junk.so").write_bytes(b"not an ELF")
     p = tmp_path / "spec.toml"
     p.write_text(text)
     out = tmp_path / "out"

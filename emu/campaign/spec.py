@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emu.engine.scenario import Scenario
+from emu.engine.scenario import Scenario, clock_name
 from emu.errors import UsageError
 
 if sys.version_info >= (3, 11):
@@ -205,7 +205,7 @@ def _product(table: Any, i: int, path: Path, lines: _Lines, err: Any) -> list[Sc
     ]
     if not grid:
         raise err(lines.of("params", i), "a params grid is empty")
-    out = []
+    out: list[Scenario] = []
     names = list(axes)
     for combo in itertools.product(*(axes[n] for n in names)):
         for p in grid:
@@ -215,7 +215,47 @@ def _product(table: Any, i: int, path: Path, lines: _Lines, err: Any) -> list[Sc
             except (UsageError, ValueError, TypeError) as e:
                 key = "params" if p and "param" in str(e) else _key_for(str(e))
                 raise err(lines.of(key, i), f"{e}") from None
+    for sc in out:
+        _fits_image(sc, i, lines, err)
     return out
+
+
+def _fits_image(sc: Scenario, i: int, lines: _Lines, err: Any) -> None:
+    """What only the image can tell: it loads (for this --cpu), and the real-vDSO options
+    apply to it. Each (image, cpu) is loaded once."""
+    from emu.errors import ImageError
+    from emu.image.cpu import CPU_CHOICES
+
+    if sc.cpu and sc.cpu not in CPU_CHOICES:
+        raise err(
+            lines.of("cpu", i), f"unknown cpu {sc.cpu!r}; choose from {', '.join(CPU_CHOICES)}"
+        )
+    try:
+        img = _load(sc.image, sc.cpu)
+    except ImageError as e:
+        raise err(lines.of("images", i), str(e)) from None
+    if sc.timekeeping and img.vdso_data is None:
+        raise err(
+            lines.of("timekeeping", i),
+            f"timekeeping needs a real vDSO (with vdso_data); {img.name} is a project reader",
+        )
+    if clock_name(sc.clock) != "CLOCK_MONOTONIC" and img.call_abi != "clock_gettime":
+        raise err(
+            lines.of("clock", i),
+            f"clock applies to a real vDSO's __vdso_clock_gettime; {img.name} takes no clock id",
+        )
+
+
+_LOADED: dict[tuple[str, str], Any] = {}
+
+
+def _load(image: str, cpu: str) -> Any:
+    from emu.image.loader import load
+
+    key = (image, cpu)
+    if key not in _LOADED:
+        _LOADED[key] = load(image, cpu=cpu or None)
+    return _LOADED[key]
 
 
 def _key_for(message: str) -> str:
