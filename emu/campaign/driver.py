@@ -20,11 +20,12 @@ from emu.campaign.checkpoint import Checkpoints, Coverage
 from emu.campaign.images import ImageRef, pack
 from emu.campaign.pool import Pool
 from emu.campaign.record import Record
-from emu.campaign.shards import Chunk, Shard, shards
+from emu.campaign.shards import Chunk, shards
 from emu.campaign.spec import Spec
 from emu.campaign.status import Row, Snapshot, label, residual
 from emu.campaign.store import FindingStore
 from emu.campaign.worker import ChunkResult, Task, run_chunk, warm
+from emu.engine.scenario import Scenario
 
 
 @dataclass
@@ -180,9 +181,8 @@ class Campaign:
     # --- status ----------------------------------------------------------------------------
 
     def snapshot(self, workers: int, done: bool = False) -> Snapshot:
-        spent = time.monotonic() - self.started
-        found = self.store.load()
-        rows = [self._row(i, sc, spent, found) for i, sc in enumerate(self.spec.scenarios)]
+        spent = time.monotonic() - self.record.started  # this session's rates
+        rows = [self._row(i, sc, spent) for i, sc in enumerate(self.spec.scenarios)]
         total = sum(self.session_runs.values())
         snap = Snapshot(
             self.record.elapsed(),
@@ -192,7 +192,7 @@ class Campaign:
             self.requeued,
             sum(r.schedules for r in rows),
             total / spent if spent > 0 else 0.0,
-            len(found),
+            self.store.count(),
             self.coverage.total(),
             rows,
             done,
@@ -210,10 +210,7 @@ class Campaign:
         )
         return snap
 
-    def _row(self, i: int, sc: object, spent: float, found: dict[str, dict[str, object]]) -> Row:
-        from emu.engine.scenario import Scenario
-
-        assert isinstance(sc, Scenario)
+    def _row(self, i: int, sc: Scenario, spent: float) -> Row:
         mine = [s for s in self.shards if s.scenario == i]
         states = [self.ckpt.states[s.key] for s in mine]
         by: dict[str, int] = {}
@@ -233,7 +230,3 @@ class Campaign:
             residual(by["random"], n, k, d) if "random" in by else None,
             self.spec.expected.get(i, ""),
         )
-
-
-def shard_list(spec: Spec) -> list[Shard]:
-    return shards(spec.scenarios, spec.strategies, spec.seeds)

@@ -50,6 +50,8 @@ class Record:
         self.before = float(self.data["elapsed"])
         self.session = len(self.data["sessions"])
         self.started = time.monotonic()
+        #: Has this session's record been added (after the workers were warm)?
+        self.begun = False
 
     @property
     def resumed(self) -> bool:
@@ -63,12 +65,13 @@ class Record:
         """Start this session's clock (after the workers are warm: start-up is not spent
         from the budget)."""
         self.started = time.monotonic()
+        self.begun = True
         self.data["sessions"].append(dict(info, started=time.time()))
         self.save()
 
     def save(self, **session: Any) -> None:
         self.data["elapsed"] = round(self.elapsed(), 3)
-        if session and self.data["sessions"]:
+        if session and self.begun:
             self.data["sessions"][-1].update(session)
         atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
 

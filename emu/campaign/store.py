@@ -52,6 +52,10 @@ class FindingStore:
                 out[p.stem] = json.loads(p.read_text())
         return out
 
+    def count(self) -> int:
+        """Signatures stored."""
+        return len(list(self.dir.glob("*.json"))) if self.dir.is_dir() else 0
+
     def save(
         self, sid: str, signature: dict[str, Any], finding: dict[str, Any], scenario: int
     ) -> bool:
