@@ -3,8 +3,8 @@ a bug across seeds, the findings store, checkpoints and the `findings` listing."
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 from conftest import needs_running_vdso
@@ -201,8 +201,13 @@ def test_images_travel_as_bytes(tmp_path):
     ref = pack("modern")
     path = materialize(ref, tmp_path)
     assert path.read_bytes() == ref.files[0][1] and path.parent.name == ref.sha256
-    assert materialize(ref, tmp_path) == path  # present: not written again
-    assert Path(path).exists()
+    stamp = path.stat().st_mtime_ns
+    assert materialize(ref, tmp_path) == path and path.stat().st_mtime_ns == stamp  # kept
+    path.write_bytes(b"half")  # a worker died while writing it: written again
+    assert materialize(ref, tmp_path).read_bytes() == ref.files[0][1]
+    bad = dataclasses.replace(ref, files=((ref.files[0][0], b"tampered"),))
+    with pytest.raises(ValueError, match="do not match their sha256"):
+        materialize(bad, tmp_path)
     img = load_ref(ref, None)
     assert img.name == "modern"
 

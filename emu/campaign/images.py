@@ -41,19 +41,35 @@ def pack(spec: str) -> ImageRef:
         )
     else:
         files = ((path.name, path.read_bytes()),)
+    return ImageRef(spec, digest(files), files, path.is_dir())
+
+
+def digest(files: tuple[tuple[str, bytes], ...]) -> str:
+    """One sha256 over the files' names and contents."""
     h = hashlib.sha256()
     for name, data in files:
         h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-    return ImageRef(spec, h.hexdigest(), files, path.is_dir())
+    return h.hexdigest()
+
+
+def _present(root: Path, ref: ImageRef) -> bool:
+    """Does the cache hold every file of `ref`, with its content (checked, not assumed: a
+    worker may have died half-way through writing them)?"""
+    try:
+        found = tuple((name, (root / name).read_bytes()) for name, _ in ref.files)
+    except OSError:
+        return False
+    return digest(found) == ref.sha256
 
 
 def materialize(ref: ImageRef, cache: Path | None = None) -> Path:
     """The image's path in the worker's cache, written (temp + rename) when absent."""
+    if digest(ref.files) != ref.sha256:
+        raise ValueError(f"image {ref.name}: the bytes received do not match their sha256")
     root = (cache or CACHE) / ref.sha256
     target = root / ref.files[0][0] if not ref.is_dir else root
-    if target.exists():
+    if _present(root, ref):
         return target
-    root.mkdir(parents=True, exist_ok=True)
     for name, data in ref.files:
         dest = root / name
         dest.parent.mkdir(parents=True, exist_ok=True)
