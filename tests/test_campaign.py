@@ -240,3 +240,16 @@ def test_a_dump_directory_travels_whole(tmp_path):
     sent = sorted(str(p.relative_to(dump)) for p in dump.rglob("*") if p.is_file())
     assert sorted(str(p.relative_to(where)) for p in where.rglob("*") if p.is_file()) == sent
     assert load_ref(ref, None).sha256 == load(str(dump)).sha256
+
+
+def test_residual_risk_is_pcts_bound():
+    from fractions import Fraction
+
+    from emu.campaign.status import residual
+    from emu.search.pct import guarantee
+
+    assert residual(0, 3, 40, 3) is None
+    p = float(guarantee(3, 40, 3))
+    assert residual(1000, 3, 40, 3) == pytest.approx((1 - p) ** 1000)
+    assert residual(2000, 3, 40, 3) < residual(1000, 3, 40, 3) < 1
+    assert residual(10, 3, 40, 1) == pytest.approx((1 - float(Fraction(1, 3))) ** 10)

@@ -213,7 +213,9 @@ def _hypothesis(task: Task, w: _Warm, out: ChunkResult, deadline: float, one: An
     restart = 0
     while out.reached < c.end and time.monotonic() < deadline:
         seed = mix(c.shard.seed, c.number * 1000 + restart) & 0xFFFFFFFF
-        strat = HypothesisStrategy(seed, db)
+        # After a violation the database holds it, and a search that read it would find it
+        # again first: the chunk's later searches explore without it.
+        strat = HypothesisStrategy(seed, db if restart == 0 else None)
         first = out.reached
 
         def run_one(scheduler: Scheduler) -> Result:
