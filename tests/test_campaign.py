@@ -253,3 +253,19 @@ def test_residual_risk_is_pcts_bound():
     assert residual(1000, 3, 40, 3) == pytest.approx((1 - p) ** 1000)
     assert residual(2000, 3, 40, 3) < residual(1000, 3, 40, 3) < 1
     assert residual(10, 3, 40, 1) == pytest.approx((1 - float(Fraction(1, 3))) ** 10)
+
+
+def test_status_table_and_json_line():
+    from rich.console import Console
+
+    from emu.campaign.status import Row, Snapshot, table
+
+    row = Row("modern/kvm", 1200, 40.0, 3, 1, 77, 0.5, 0.25, "pass")
+    snap = Snapshot(65.0, 115.0, 2, 2, 1, 1200, 40.0, 1, 77, [row])
+    console = Console(record=True, width=160)
+    console.print(table(snap))
+    text = console.export_text()
+    assert "1.1 min elapsed, 1.9 min left" in text and "1 re-queued" in text
+    assert "modern/kvm" in text and "~0.25" in text and "0.5" in text
+    line = json.loads(snap.json_line())
+    assert line["rows"][0]["coverage"] == 77 and line["requeued"] == 1 and not line["done"]
