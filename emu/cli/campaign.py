@@ -60,8 +60,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         raise UsageError(f"--scheduler takes tcp://HOST:PORT, not {args.scheduler!r}")
     spec = load(args.spec)
     camp = Campaign(spec, Options(args.out, time_s, args.workers, args.scheduler, args.interval))
-    snap = camp.run(lambda s: print(s.json_line(), flush=True)) if args.json else _live(camp)
-    atomic_write(args.out / "report.md", report.markdown(report.read(args.out)))
+    try:
+        snap = camp.run(lambda s: print(s.json_line(), flush=True)) if args.json else _live(camp)
+    finally:  # after Ctrl-C too: the report of what the checkpoints hold
+        atomic_write(args.out / "report.md", report.markdown(report.read(args.out)))
     if not args.json:
         print(
             f"{snap.signatures} signatures; report: {args.out / 'report.md'}; "
