@@ -107,7 +107,10 @@ def table(snap: Snapshot) -> Any:
         "risk pct",
         "risk rnd",
     ):
-        t.add_column(col, justify="left" if col == "scenario" else "right")
+        if col == "scenario":  # the one wide cell: wrapped, never cut
+            t.add_column(col, overflow="fold", min_width=24)
+        else:
+            t.add_column(col, justify="right", no_wrap=True)
     for r in snap.rows:
         t.add_row(
             r.scenario,
