@@ -109,7 +109,7 @@ def test_same_bug_other_seed_same_signature(image, host):
     a, fa = _first_signature(image, host, 1)
     b, fb = _first_signature(image, host, 2)
     assert fa.schedule.choices != fb.schedule.choices or fa.schedule.seed != fb.schedule.seed
-    assert a.id == b.id and a.sites  # a torn read: stale sites are named
+    assert a.id == b.id and a.sites  # a torn read: its load sites are named
 
 
 def test_two_bugs_two_signatures():
@@ -118,7 +118,7 @@ def test_two_bugs_two_signatures():
     no_retry, _ = _first_signature("bug-no-retry", "kvm", 0)
     no_odd, _ = _first_signature("bug-no-odd-check", "kvm", 0)
     assert len({torn.id, warp.id, no_retry.id, no_odd.id}) == 4
-    # Not only the image tells the two reader bugs apart: the stale loads differ.
+    # Not only the image tells the two reader bugs apart: the loads differ.
     assert no_retry.sites != no_odd.sites
     assert warp.oracle == "monotonic" and not warp.sites
 

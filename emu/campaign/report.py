@@ -136,8 +136,7 @@ def markdown(s: Summary) -> str:
         f"Spec: {s.source}; {s.elapsed / 60:.1f} min of campaign time; {s.schedules} schedules; "
         f"{len(s.entries)} distinct signatures.",
         "",
-        "| signature | oracle | scenario | hits | first seen (s) | choices "
-        "| stale sites <- host steps |",
+        "| signature | oracle | scenario | hits | first seen (s) | choices | sites <- host steps |",
         "|---|---|---|---:|---:|---:|---|",
     ]
     for e in s.entries:

@@ -4,16 +4,19 @@ Definition (the README's campaign section says the same). Take the run of the sh
 finding and the reads its violation names. For every load instruction of those reads keep
 its *last* load (the value the read went on with), and the host step that value came from
 (`emu.engine.readsfrom`: the latest store among its bytes, or boot). If these values came
-from different host steps, the *stale sites* are the load instructions whose value is older
-than the newest one, each named `symbol+offset field` (the field with vCPU numbers replaced
-by `N`), and the *steps* are the kinds (`step_kind`) of the host steps after the newest
-stale value up to and including the newest value's store: what came between them. If every
-value came from one host step (a stale but whole record, two reads that disagree), there are
-no sites, and the steps are the kinds of the host steps that ran during the reads.
+from different host steps, the *sites* are those load instructions, each named
+`symbol+offset field` (the field with vCPU numbers replaced by `N`), and the *steps* are the
+kinds (`step_kind`) of the host steps after the oldest value's store up to and including
+the newest value's store: what came between them. If every value came from one host step
+(a stale but whole record, two reads that disagree), there are no sites, and the steps are
+the kinds of the host steps that ran during the reads.
 
-The signature is (oracle, image name, stale sites, steps); its id is the first 12 hex digits
-of the sha256 of its canonical JSON. Schedule positions, times, vCPU numbers and store
-indices are left out: they change with the seed, the bug does not.
+Where exactly the host's update fell among the loads (which of them got the old values) is
+left out on purpose: a reader that does not retry is torn at whichever load the schedule
+preempts, and each place would otherwise be a signature of its own. So are schedule
+positions, times, vCPU numbers and store indices: they change with the seed, the bug does
+not. The signature is (oracle, image name, sites, steps); its id is the first 12 hex digits
+of the sha256 of its canonical JSON.
 """
 
 from __future__ import annotations
@@ -67,9 +70,9 @@ def step_kind(step: HostStep) -> str:
 class Signature:
     oracle: str
     image: str
-    #: The stale load sites: `symbol+offset field`, sorted.
+    #: The load sites whose values came from different host steps: `symbol+offset field`.
     sites: tuple[str, ...]
-    #: Kinds of the host steps between the stale values and the newest one, sorted.
+    #: Kinds of the host steps between the oldest value and the newest one, sorted.
     steps: tuple[str, ...]
 
     @property
@@ -112,14 +115,11 @@ def signature(
         if s.read in names:
             last[(s.read, s.pc)] = s  # sources are in execution order: the last one stays
     used = list(last.values())
-    if not used:
+    if len({s.source for s in used}) <= 1:
         return Signature(oracle, image, (), _during(run, reads))
+    oldest = min(s.source for s in used)
     newest = max(s.source for s in used)
-    stale = [s for s in used if s.source < newest]
-    if not stale:
-        return Signature(oracle, image, (), _during(run, reads))
-    sites = tuple(sorted({_site(executor, s) for s in stale}))
-    oldest = max(s.source for s in stale)
+    sites = tuple(sorted({_site(executor, s) for s in used}))
     kinds = {step_kind(e.step) for e in run.host[oldest + 1 : newest + 1]}
     return Signature(oracle, image, sites, tuple(sorted(kinds)))
 
