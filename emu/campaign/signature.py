@@ -9,7 +9,7 @@ from different host steps, the *sites* are those load instructions, each named
 kinds (`step_kind`) of the host steps after the oldest value's store up to and including
 the newest value's store: what came between them. If every value came from one host step
 (a stale but whole record, two reads that disagree), there are no sites, and the steps are
-the kinds of the host steps that ran during the reads.
+the kinds of the host steps after that one up to the end of the reads.
 
 Where exactly the host's update fell among the loads (which of them got the old values) is
 left out on purpose: a reader that does not retry is torn at whichever load the schedule
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emu.engine.executor import Executor
-from emu.engine.readsfrom import LoadSource, reads_from
+from emu.engine.readsfrom import BOOT, LoadSource, reads_from
 from emu.engine.run import Run
 from host_model.base import HostStep
 
@@ -116,7 +116,8 @@ def signature(
             last[(s.read, s.pc)] = s  # sources are in execution order: the last one stays
     used = list(last.values())
     if len({s.source for s in used}) <= 1:
-        return Signature(oracle, image, (), _during(run, reads))
+        source = used[0].source if used else BOOT
+        return Signature(oracle, image, (), _since(run, source, reads))
     oldest = min(s.source for s in used)
     newest = max(s.source for s in used)
     sites = tuple(sorted({_site(executor, s) for s in used}))
@@ -124,9 +125,8 @@ def signature(
     return Signature(oracle, image, sites, tuple(sorted(kinds)))
 
 
-def _during(run: Run, reads: Sequence[str]) -> tuple[str, ...]:
-    """Kinds of the host steps that ran while the reads `reads` were in progress."""
-    spans = [(r.start, r.end) for r in run.reads if r.label in set(reads)]
-    lo = min((a for a, _ in spans), default=0)
-    hi = max((b for _, b in spans), default=-1)
-    return tuple(sorted({step_kind(e.step) for e in run.host if lo <= e.t <= hi}))
+def _since(run: Run, source: int, reads: Sequence[str]) -> tuple[str, ...]:
+    """Kinds of the host steps after step `source` (BOOT: from the start) that ran before
+    the reads `reads` ended: what made a whole record wrong by the time it was used."""
+    end = max((r.end for r in run.reads if r.label in set(reads)), default=-1)
+    return tuple(sorted({step_kind(e.step) for e in run.host[source + 1 :] if e.t <= end}))
