@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emu.cli import check, fuzz, images, internal
+from emu.cli import campaign, check, fuzz, images, internal
 from emu.errors import BAD_INPUT
 
 EXIT_BAD_INPUT = 2
@@ -27,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
     fuzz.register(sub)
     images.register(sub)
     check.register(sub)
+    campaign.register(sub)
     return p
 
 

@@ -190,6 +190,12 @@ class Fuzzer:
             {"schedules": out.schedules, "decision_points": run.points, "steps": run.steps},
         )
 
+    def finding_of(self, choices: Choices, oracle: str, strategy: str, seed: int) -> Finding | None:
+        """The shrunk finding of a run (its `choices`) that violated `oracle`: campaign
+        shards keep searching after a violation and call this once per violation."""
+        self.target = oracle
+        return self._finding(choices, Outcome(self.scenario, strategy, seed, self.count))
+
     def _shrink(self, choices: Choices) -> Choices:
         def fails(c: Choices) -> bool:
             _, vs = self.replay(c)
