@@ -42,6 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("trace", help="instruction-level trace of a schedule or finding")
     t.add_argument("file", type=Path)
     t.add_argument("--jsonl", action="store_true", help="one JSON object per step")
+    t.add_argument(
+        "--watch",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="instead of the trace, every store and load of FIELD (a name the trace shows, "
+        "e.g. vcpu0.system_time); repeatable",
+    )
     t.set_defaults(func=cmd_trace)
     e = sub.add_parser("explain", help="the cause of a finding in a few lines")
     e.add_argument("file", type=Path)
@@ -304,12 +312,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from emu.report.trace import trace
+    """Stream the trace (loops folded), so a hang's million instructions keep no steps."""
+    from emu.report.trace import stream
 
     schedule, _, executor = _load_schedule(args.file)
-    tr = trace(schedule, executor)
-    sys.stdout.write(tr.jsonl() if args.jsonl else tr.text())
-    return 1 if tr.violations else 0
+    if args.watch:
+        return _watch(args.watch, schedule, executor)
+    violations = stream(schedule, executor, sys.stdout.write, jsonl=args.jsonl)
+    return 1 if violations else 0
+
+
+def _watch(names: list[str], schedule: Any, executor: Any) -> int:
+    """`trace --watch`: the history of each named field (names checked before the run)."""
+    from emu.oracles import judge
+    from emu.report import watch
+    from emu.search.replay import Replay
+
+    watch.resolve(executor, names)
+    run = executor.run(Replay(schedule.choices))
+    sys.stdout.write(watch.text(executor, run, names))
+    return 1 if judge(run, executor.scenario) else 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
