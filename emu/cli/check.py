@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from emu.cli.options import DEFAULT_OUT
+from emu.cli.options import DEFAULT_OUT, add_max_insns
 from emu.errors import UsageError, check_range
 
 
@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the sensitivity matrix instead: every seeded reader bug against every host "
         "model setting of the catalog (--only TEXT picks rows and columns)",
     )
+    add_max_insns(c, "default: each scenario's, 1000000")
     c.add_argument("--catalog", type=Path, default=None, help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_check)
 
@@ -71,6 +72,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         entries = [e for e in entries if any(s in e.name for s in args.only)]
         if not entries:
             raise UsageError(f"no catalog scenario matches {', '.join(args.only)}")
+    if args.max_insns is not None:
+        from dataclasses import replace
+
+        entries = [
+            replace(e, scenario=replace(e.scenario, max_insns=args.max_insns)) for e in entries
+        ]
     quiet = args.json or args.markdown
 
     def progress(r: catalog.Result) -> None:

@@ -12,6 +12,7 @@ from emu.cli.options import (
     DEFAULT_HOST,
     DEFAULT_IMAGE,
     DEFAULT_OUT,
+    add_max_insns,
     add_real_vdso,
     check_search,
     scenario,
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _scenario_options(f)
     _search_options(f)
     _model_options(f)
+    add_max_insns(f, "default 1000000; kept in the finding")
     f.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where findings go")
     f.add_argument("--no-db", action="store_true", help="no Hypothesis example database")
     f.add_argument("--no-trace", action="store_true", help="do not print the trace")
@@ -38,10 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("replay", help="re-run a schedule or finding file")
     r.add_argument("file", type=Path)
     r.add_argument("--json", action="store_true")
+    add_max_insns(r, "default: the file's")
     r.set_defaults(func=cmd_replay)
     t = sub.add_parser("trace", help="instruction-level trace of a schedule or finding")
     t.add_argument("file", type=Path)
     t.add_argument("--jsonl", action="store_true", help="one JSON object per step")
+    add_max_insns(t, "default: the file's")
     t.add_argument(
         "--watch",
         action="append",
@@ -248,12 +252,19 @@ def _print_outcome(
         print(trace(f.schedule, campaign.executor).text(), end="")
 
 
-def _load_schedule(path: Path):
+def _load_schedule(path: Path, max_insns: int | None = None):
+    """The schedule or finding at `path`, its recorded violation and an executor for it
+    (`max_insns`: a hang limit other than the file's)."""
+    from dataclasses import replace
+
     from emu.engine.executor import Executor
     from emu.image.loader import load
     from emu.search.schedule import load_file
 
     schedule, violation = load_file(path)
+    if max_insns is not None:
+        sc = replace(schedule.scenario, max_insns=max_insns)
+        schedule = replace(schedule, scenario=sc)
     image = load(schedule.scenario.image, cpu=schedule.scenario.cpu or None)
     if image.sha256 != schedule.image_sha256:
         raise UsageError(
@@ -268,7 +279,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from emu.oracles import judge
     from emu.search.replay import Replay
 
-    schedule, recorded, executor = _load_schedule(args.file)
+    schedule, recorded, executor = _load_schedule(args.file, args.max_insns)
     run = executor.run(Replay(schedule.choices))
     violations = judge(run, schedule.scenario)
     first = violations[0] if violations else None
@@ -315,7 +326,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     """Stream the trace (loops folded), so a hang's million instructions keep no steps."""
     from emu.report.trace import stream
 
-    schedule, _, executor = _load_schedule(args.file)
+    schedule, _, executor = _load_schedule(args.file, args.max_insns)
     if args.watch:
         return _watch(args.watch, schedule, executor)
     violations = stream(schedule, executor, sys.stdout.write, jsonl=args.jsonl)

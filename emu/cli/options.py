@@ -47,6 +47,23 @@ def scenario(args: argparse.Namespace):
         timekeeping=args.timekeeping,
         task_migration=args.task_migration,
         speculative_tsc=args.speculative_tsc,
+        max_insns=args.max_insns if args.max_insns is not None else MAX_INSNS_DEFAULT,
+    )
+
+
+#: The engine's default hang limit (emu.engine.scenario.MAX_INSNS, without importing it).
+MAX_INSNS_DEFAULT = 1_000_000
+
+
+def add_max_insns(p: argparse.ArgumentParser, what: str) -> None:
+    """`--max-insns`: the hang limit, for `fuzz`, `check` (`what`: whose limit it sets) and,
+    overriding the file's, `replay` and `trace`."""
+    p.add_argument(
+        "--max-insns",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"hang limit: instructions without a visible operation ({what})",
     )
 
 

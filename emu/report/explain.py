@@ -16,7 +16,7 @@ from emu.engine.executor import Executor
 from emu.engine.readsfrom import BOOT, LoadSource
 from emu.engine.run import HANG, Read, Run
 from emu.oracles import Violation, judge, match
-from emu.report.explain_parts import Context, Load, check_story
+from emu.report.explain_parts import CHECK_FIELDS, Context, Load, check_story, member
 from emu.search.replay import Replay
 from emu.search.schedule import Schedule
 
@@ -59,6 +59,7 @@ class Explanation:
     inside: list[str] = field(default_factory=list)
     around: str = ""
     check: list[str] = field(default_factory=list)
+    tsc: str = ""
     hang: str = ""
     nearest: Nearest | None = None
 
@@ -79,8 +80,7 @@ class Explanation:
         if self.around:
             out.append(f"  {self.around}")
         out += [f"  {c}" for c in self.check]
-        if self.hang:
-            out.append(f"  {self.hang}")
+        out += [f"  {x}" for x in (self.tsc, self.hang) if x]
         n = self.nearest
         if n is None:
             out.append("  nearest passing schedule: none within one choice removed or moved")
@@ -164,6 +164,7 @@ def explain(schedule: Schedule, executor: Executor, oracle: str | None = None) -
     )
     e.inside, e.around = _window_stores(run, read)
     e.check = check_story(ctx, mine)
+    e.tsc = _tsc_story(ctx, read, mine)
     if read.outcome == HANG:
         e.hang = _hang_story(ctx, read, mine)
     e.nearest = nearest_passing(schedule, executor, run, read, ctx)
@@ -197,16 +198,44 @@ def _window_stores(run: Run, read: Read) -> tuple[list[str], str]:
 
 
 def _hang_story(ctx: Context, read: Read, mine: list[LoadSource]) -> str:
-    """Which loads led into the loop that never made another visible operation."""
+    """Which loads led into the loop that never made another visible operation: the torn
+    ones; else those of the last attempt whose store landed inside the read's window."""
     last = read.ops[-1] if read.ops else None
     where = ctx.image.symbolize(last.pc - ctx.base) if last else "its entry"
-    torn = [s.field for s in mine if s.torn]
-    mixed = sorted(
-        {s.field for s in mine if s.source != max((x.source for x in mine), default=BOOT)}
+    checks = [s for s in mine if member(s.field) in CHECK_FIELDS]
+    attempt = [s for s in mine if len(checks) < 2 or s.t > checks[-2].t]
+    led = [s for s in attempt if s.torn]
+    what = "torn loads"
+    if not led:
+        led = [s for s in attempt if s.source != BOOT and ctx.run.host[s.source].t >= read.start]
+        what = "loads of host stores made during the read"
+    named = ", ".join(
+        f"{s.field} (t={s.t}, {ctx.store(s.source)})"
+        for s in led
+        if member(s.field) not in CHECK_FIELDS
     )
-    fed = ", ".join(torn) if torn else ", ".join(mixed) or "no shared load"
-    what = "torn loads" if torn else "loads from an older store than the rest"
     return (
-        f"after its last visible operation at {where} (t={read.end}) the read looped: "
-        f"{read.detail}; {what} that led into the loop: {fed}"
+        f"after its last visible operation at {where} (t={read.end}) it looped: {read.detail}; "
+        f"{what} that led into the loop: {named or 'none'}"
+    )
+
+
+def _tsc_story(ctx: Context, read: Read, mine: list[LoadSource]) -> str:
+    """When the read's TSC is older than the stores its loads read: the delta it computes
+    from them is negative (and wraps), whatever the check says."""
+    tscs = [op for op in read.ops if op.kind in ("rdtsc", "rdtscp")]
+    stored = [
+        (ctx.run.host[s.source].t, s.field)
+        for s in mine
+        if s.source != BOOT and member(s.field) not in CHECK_FIELDS
+    ]
+    if not tscs or not stored:
+        return ""
+    t_store, name = max(stored)
+    tsc = tscs[-1]
+    if tsc.t > t_store:
+        return ""
+    return (
+        f"its TSC read at t={tsc.t} ({tsc.arg:#x}) predates host step t={t_store}, whose "
+        f"{name} it loaded: the record is newer than the TSC it is applied to"
     )
