@@ -147,6 +147,16 @@ class Machine:
         self._val = ctypes.c_uint64()
         self._ref = ctypes.byref(self._val)
         self._callbacks: list[object] = []
+        #: `regs`' C arrays (ids, pointers, values, count), made on first use.
+        self._batch: (
+            tuple[
+                ctypes.Array[ctypes.c_int],
+                ctypes.Array[ctypes.c_void_p],
+                ctypes.Array[ctypes.c_uint64],
+                int,
+            ]
+            | None
+        ) = None
         self._error: BaseException | None = None
 
     # The binding's hook trampoline and emu_start/emu_stop wrappers cost ~3 us per call
@@ -287,8 +297,19 @@ class Machine:
         return self.abi.result(self.uc, task, self._frame_top(task))
 
     def regs(self) -> dict[str, int]:
-        uc = self.uc
-        return {n: uc.reg_read(r) for n, r in zip(self.reg_names, self.reg_ids, strict=True)}
+        """The general registers by name; one C batch read (stepping calls this twice per
+        instruction, and the binding's per-register read dominated a traced hang)."""
+        batch = self._batch
+        if batch is None:
+            n = len(self.reg_ids)
+            vals = (ctypes.c_uint64 * n)()
+            ptrs = (ctypes.c_void_p * n)(*(ctypes.addressof(vals) + 8 * i for i in range(n)))
+            batch = self._batch = ((ctypes.c_int * n)(*self.reg_ids), ptrs, vals, n)
+        ids, ptrs, vals, n = batch
+        status = self._lib.uc_reg_read_batch(self._h, ids, ptrs, n)
+        if status:
+            raise UcError(status)
+        return dict(zip(self.reg_names, vals, strict=True))
 
     def set_tsc(self, value: int, aux: int | None) -> None:
         """Registers after `rdtsc` (edx:eax), or `rdtscp` when `aux` is given (ecx = TSC_AUX)."""
