@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from emu.cli.options import DEFAULT_OUT, add_max_insns
+from emu.cli.options import DEFAULT_OUT, add_max_insns, writable_dir, writable_file
 from emu.errors import UsageError, check_range
 
 
@@ -78,6 +78,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         entries = [
             replace(e, scenario=replace(e.scenario, max_insns=args.max_insns)) for e in entries
         ]
+    writable_dir(args.out, "--out")
+    if args.junit:
+        writable_file(args.junit, "--junit")
     quiet = args.json or args.markdown
 
     def progress(r: catalog.Result) -> None:

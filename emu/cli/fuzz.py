@@ -16,6 +16,7 @@ from emu.cli.options import (
     add_real_vdso,
     check_search,
     scenario,
+    writable_dir,
 )
 from emu.errors import UsageError
 from emu.search.registry import STRATEGIES
@@ -161,7 +162,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             f"--clock {args.clock} applies to a real vDSO's __vdso_clock_gettime; {img.name} "
             "is a project reader, which takes no clock id"
         )
-    out_dir: Path = args.out
+    out_dir: Path = writable_dir(args.out, "--out")
     db = None if args.no_db else out_dir / ".hypothesis"
     _announce(args, campaign)
     outcome = campaign.fuzz(

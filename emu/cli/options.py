@@ -95,3 +95,33 @@ def add_real_vdso(p: argparse.ArgumentParser) -> None:
         help="real vDSO: N updates of vdso_data by the guest kernel's timekeeping (its seq "
         "protocol), taken by the host agent before the host model's steps",
     )
+
+
+def _probe(path: Path) -> None:
+    """Make directory `path` and write a temporary file in it (OSError if we cannot)."""
+    import tempfile
+
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+        pass
+
+
+def writable_dir(path: Path, option: str) -> Path:
+    """Make `path` a directory we can write into, before any work is done; otherwise bad
+    input naming the option (a file in the way, a read-only file system, no permission)."""
+    try:
+        _probe(path)
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
+def writable_file(path: Path, option: str) -> Path:
+    """Check that file `path` can be written (its directory is made), before any work."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory; give a file name")
+    try:
+        _probe(path.parent)
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot write there ({e.strerror or e})") from None
+    return path
