@@ -67,25 +67,21 @@ class Explanation:
         """The few-line summary people read above a trace."""
         if self.oracle is None:
             return f"no violation: {self.message}\n"
-        out = [f"{self.oracle}: {self.message}"]
-        out.append(f"  {self.read} on vcpu{self.vcpu} (t={self.window[0]}..{self.window[1]})")
-        out += [f"    {g}" for g in _gap_lines(self)]
-        out.append("  its shared-page loads, each with the store it read:")
+        out = [f"{self.oracle}: {self.message}", f"  {_gap_line(self)}"]
+        out.append(f"  {self.read}'s shared-page loads, each with the store it read:")
         for ld in self.loads:
             src = f"  ; {ld.source}" if ld.source else ""
-            torn = "  TORN" if ld.torn else ""
+            torn = " TORN" if ld.torn else ""
             what = f"{ld.field} = {ld.value:#x}"
-            out.append(f"    t={ld.t:<4} {ld.where:<24} {what}  <- {ld.store}{torn}{src}")
-        out.append("  host stores inside the window: " + (", ".join(self.inside) or "none"))
-        if self.around:
-            out.append(f"  {self.around}")
-        out += [f"  {c}" for c in self.check]
-        out += [f"  {x}" for x in (self.tsc, self.hang) if x]
+            out.append(f"    t={ld.t:<4} {ld.where:<24} {what:<40} <- {ld.store}{torn}{src}")
+        w = f"t={self.window[0]}..{self.window[1]}"
+        out.append(f"  host stores inside the read ({w}): " + (", ".join(self.inside) or "none"))
+        out += [f"  {x}" for x in (self.around, *self.check, self.tsc, self.hang) if x]
         n = self.nearest
         if n is None:
             out.append("  nearest passing schedule: none within one choice removed or moved")
         else:
-            out.append(f"  nearest passing schedule: {n.schedule} ({n.change})")
+            out.append(f"  nearest passing schedule: {n.schedule} ({n.change}); there")
             out += [f"    {d}" for d in n.differences]
         return "\n".join(out) + "\n"
 
@@ -93,16 +89,18 @@ class Explanation:
         return asdict(self)
 
 
-def _gap_lines(e: Explanation) -> list[str]:
+def _gap_line(e: Explanation) -> str:
+    """On which vCPU the read ran, and how far its value is from each record."""
+    head = f"{e.read} on vcpu{e.vcpu}"
     if e.outcome == HANG or e.value is None:
-        return [f"ended {e.outcome}, no value returned"]
-    lines = [f"returned {e.value}; at its TSC read (t={e.tsc_t}) the records give:"]
+        return f"{head} ended {e.outcome}, no value returned"
+    gaps = []
     for g in e.gaps:
         when = "at boot" if g.published < 0 else f"at t={g.published}"
         rel = "more" if g.delta > 0 else "less"
-        how = "the same" if g.delta == 0 else f"{abs(g.delta)} ns {rel}"
-        lines.append(f"  {g.key} as published {when}: {g.expected}; the read returned {how}")
-    return lines
+        how = "exactly" if g.delta == 0 else f"{abs(g.delta)} ns {rel} than"
+        gaps.append(f"{how} {g.key} as published {when} gives ({g.expected})")
+    return f"{head}, TSC read at t={e.tsc_t}: returned {e.value}, " + "; ".join(gaps)
 
 
 def _blamed(run: Run, violation: Violation) -> Read:

@@ -3,7 +3,6 @@ few decision points, that no oracle objects to; and what the explained read does
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -46,11 +45,6 @@ def _moved(choices: Choices, points: set[int], d: int) -> Iterator[tuple[Choices
         yield moved, f"{p}:{c.label} moved to {q}"
 
 
-def _what(store: str) -> str:
-    """A store's description without its time: the same store, one step later, is the same."""
-    return re.sub(r"t=-?\d+ ", "", store)
-
-
 def _compact(choices: Choices) -> str:
     return " ".join(f"{p}:{c.label}" for p, c in choices) or "(no preemption)"
 
@@ -86,7 +80,7 @@ def _differences(ctx: Context, other: Run, read: Read) -> list[str]:
         if a.field != b.field:
             out.append(f"from t={b.t} it loads {b.field} where the finding loaded {a.field}")
             break
-        if (a.value, _what(a.store)) != (b.value, _what(b.store)):
+        if (a.value, a.label) != (b.value, b.label):
             out.append(
                 f"{a.field} (t={b.t}) = {b.value:#x} <- {b.store}, not {a.value:#x} <- {a.store}"
             )
