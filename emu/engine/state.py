@@ -26,7 +26,9 @@ READ_OPS = 4096
 INSNS = MAX_INSNS
 
 #: Told about each instruction ("insn"), host step ("host") and finished read ("read").
-Observer = Callable[[str, object], None]
+#: Stepping mode: an "insn" report may return a loop body (instruction addresses in order)
+#: that the engine then runs unreported while the code follows it, reported as one "loop".
+Observer = Callable[[str, object], object]
 
 
 @dataclass

@@ -42,7 +42,8 @@ class Folder:
         self.pending: list[Raw] = []
         self.changed: dict[str, tuple[int, int]] = {}
         self.first: Raw | None = None
-        self.last_t = 0
+        #: Instructions of a repeat the engine ran unreported and left part-way.
+        self.partial = 0
 
     def step(self, step: Step) -> None:
         """A host step or read result: ends any loop."""
@@ -71,6 +72,26 @@ class Folder:
             return
         self._show(raw)
 
+    def body_to_run(self) -> tuple[int, ...] | None:
+        """The loop body the engine may run unreported from here (a whole repeat has been
+        seen and the next instruction starts the next one), else None."""
+        if self.body and self.iterations and self.pos == 0:
+            return self.body
+        return None
+
+    def ran(self, n: int, before: dict[str, int], after: dict[str, int]) -> None:
+        """The engine ran `n` instructions of the body unreported (registers before and
+        after): whole repeats are counted, a partial one ends the loop."""
+        for r, v in after.items():
+            if before[r] != v:
+                old = self.changed.get(r, (before[r], v))[0]
+                self.changed[r] = (old, v)
+        whole, self.partial = divmod(n, len(self.body))
+        self.iterations += whole
+        self.pending.clear()
+        if self.partial:
+            self.flush()
+
     def _follow(self, raw: Raw) -> None:
         """`raw` is the next instruction of the loop body."""
         before, after = raw[4], raw[5]
@@ -81,7 +102,6 @@ class Folder:
             if before[r] != v:
                 old = self.changed.get(r, (before[r], v))[0]
                 self.changed[r] = (old, v)
-        self.last_t = raw[2]
         self.pos += 1
         if self.pos == len(self.body):
             self.pos = 0
@@ -94,7 +114,7 @@ class Folder:
         if self.body and self.iterations and self.first is not None:
             self.emit(self._loop_step())
         pending = self.pending
-        self.body, self.pos, self.iterations = (), 0, 0
+        self.body, self.pos, self.iterations, self.partial = (), 0, 0, 0
         self.pending, self.changed, self.first = [], {}, None
         self.pcs.clear()
         self.where.clear()
@@ -112,12 +132,14 @@ class Folder:
         task, vcpu = self.first[0], self.first[1]
         lo, hi = min(self.body), max(self.body)
         n = len(self.body)
+        more = f" and {self.partial} of one more" if self.partial else ""
         return Step(
             "loop",
             self.first[2],
             f"t{task}/v{vcpu}",
             f"{self.symbolize(lo)}..{self.symbolize(hi)}",
-            f"loop: {self.iterations} more iterations of {n} instruction{'s' * (n > 1)}",
+            f"loop: {self.iterations} more iterations of {n} instruction{'s' * (n > 1)}{more}",
             dict(sorted(self.changed.items())),
             iterations=self.iterations,
+            partial=self.partial,
         )

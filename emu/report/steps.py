@@ -22,8 +22,10 @@ class Step:
     mark: str = ""
     #: `file:line` from the image's DWARF, when it has any.
     source: str = ""
-    #: A folded loop's whole repeats after the first (0 for every other step).
+    #: A folded loop's whole repeats after the first (0 for every other step), and the
+    #: instructions of a last repeat it left part-way.
     iterations: int = 0
+    partial: int = 0
 
 
 HEADER = f"{'t':>5}  {'who':<9} {'address':<24} {'instruction':<40} effects"

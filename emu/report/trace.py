@@ -67,7 +67,9 @@ class _Recorder:
         """A shared byte named by its clock-record field or page, else its address."""
         return field_name(self.layout, self.spec, addr)
 
-    def __call__(self, kind: str, data: Any) -> None:
+    def __call__(self, kind: str, data: Any) -> object:
+        """Take one report of the stepping run; in a folded loop, hand the engine the loop
+        body to run unreported (emu/engine/stepping.py)."""
         if kind == "host":
             ev: HostEvent = data
             self._step(Step("host", ev.t, "host", text=ev.step.label))
@@ -76,14 +78,18 @@ class _Recorder:
             shown = r.value if r.value is None else f"{r.value} ({r.value:#x})"
             text = f"{r.label} {r.outcome} {shown}"
             self._step(Step("read", self.last_t, f"t{r.task}", text=text))
+        elif kind == "loop" and self.folder is not None:
+            self.folder.ran(data[3], data[4], data[5])
         elif self.folder is not None:
             op = data[7]
             self.last_t = op.t if isinstance(op, Op) else data[2]
             self.folder.insn(data)
+            return self.folder.body_to_run()
         else:
             step = self._insn(data)
             self.last_t = step.t
             self.emit(step)
+        return None
 
     def _step(self, step: Step) -> None:
         self.last_t = step.t
