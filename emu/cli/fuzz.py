@@ -245,12 +245,13 @@ def _print_outcome(
     )
     print(f"minimal schedule: {f.schedule.compact()}")
     print(f"saved {path}  (replay: vdsofuzz replay {path}; trace: vdsofuzz trace {path})")
-    if not args.no_trace:
-        from emu.report.explain import explain
+    from emu.report.explain import explain
 
+    print()
+    print(explain(f.schedule, campaign.executor, f.oracle).text(), end="")
+    if not args.no_trace:
         print()
-        print(explain(f.schedule, campaign.executor, f.oracle).text())
-        print(trace(f.schedule, campaign.executor).text(), end="")
+        print(trace(f.schedule, campaign.executor, fold=True).text(), end="")
 
 
 def _load_schedule(path: Path, max_insns: int | None = None):

@@ -17,6 +17,7 @@ from emu.engine.readsfrom import BOOT, LoadSource
 from emu.engine.run import HANG, Read, Run
 from emu.oracles import Violation, judge, match
 from emu.report.explain_parts import CHECK_FIELDS, Context, Load, check_story, member
+from emu.report.watch import base_name
 from emu.search.replay import Replay
 from emu.search.schedule import Schedule
 
@@ -60,6 +61,8 @@ class Explanation:
     around: str = ""
     check: list[str] = field(default_factory=list)
     tsc: str = ""
+    #: Fields whose parts (halves loaded apart, or bytes of one load) came from different stores.
+    split: str = ""
     hang: str = ""
     nearest: Nearest | None = None
 
@@ -76,7 +79,8 @@ class Explanation:
             out.append(f"    t={ld.t:<4} {ld.where:<24} {what:<40} <- {ld.store}{torn}{src}")
         w = f"t={self.window[0]}..{self.window[1]}"
         out.append(f"  host stores inside the read ({w}): " + (", ".join(self.inside) or "none"))
-        out += [f"  {x}" for x in (self.around, *self.check, self.tsc, self.hang) if x]
+        extra = (self.around, self.split, *self.check, self.tsc, self.hang)
+        out += [f"  {x}" for x in extra if x]
         n = self.nearest
         if n is None:
             out.append("  nearest passing schedule: none within one choice removed or moved")
@@ -163,6 +167,7 @@ def explain(schedule: Schedule, executor: Executor, oracle: str | None = None) -
     e.inside, e.around = _window_stores(run, read)
     e.check = check_story(ctx, mine)
     e.tsc = _tsc_story(ctx, read, mine)
+    e.split = _split_fields(ctx, mine)
     if read.outcome == HANG:
         e.hang = _hang_story(ctx, read, mine)
     e.nearest = nearest_passing(schedule, executor, run, read, ctx)
@@ -189,9 +194,10 @@ def _window_stores(run: Run, read: Read) -> tuple[list[str], str]:
         return inside, ""
     keys = ", ".join(sorted(read.keys))
     done = f"published at t={end}" if end is not None else "never published in this run"
+    before = f"stores at {', '.join(pre)} before it" if pre else "no store before it"
+    after = f"{', '.join(post)} after it" if post else "none after it"
     return inside, (
-        f"a host update of {keys} was in progress across the read: stores at "
-        f"{', '.join(pre) or 'none'} before it, {', '.join(post) or 'none'} after it ({done})"
+        f"a host update of {keys} was in progress across the read: {before}, {after} ({done})"
     )
 
 
@@ -200,8 +206,7 @@ def _hang_story(ctx: Context, read: Read, mine: list[LoadSource]) -> str:
     ones; else those of the last attempt whose store landed inside the read's window."""
     last = read.ops[-1] if read.ops else None
     where = ctx.image.symbolize(last.pc - ctx.base) if last else "its entry"
-    checks = [s for s in mine if member(s.field) in CHECK_FIELDS]
-    attempt = [s for s in mine if len(checks) < 2 or s.t > checks[-2].t]
+    attempt = _last_attempt(mine)
     led = [s for s in attempt if s.torn]
     what = "torn loads"
     if not led:
@@ -215,6 +220,28 @@ def _hang_story(ctx: Context, read: Read, mine: list[LoadSource]) -> str:
     return (
         f"after its last visible operation at {where} (t={read.end}) it looped: {read.detail}; "
         f"{what} that led into the loop: {named or 'none'}"
+    )
+
+
+def _last_attempt(mine: list[LoadSource]) -> list[LoadSource]:
+    """The loads of the read's last attempt: from its second-to-last check load on (a
+    retrying reader's earlier attempts were thrown away)."""
+    checks = [s for s in mine if member(s.field) in CHECK_FIELDS]
+    return [s for s in mine if len(checks) < 2 or s.t >= checks[-2].t]
+
+
+def _split_fields(ctx: Context, mine: list[LoadSource]) -> str:
+    """Fields the read assembled from parts of different stores (an i386 reader loads a
+    64-bit field as two halves; a host may store them apart)."""
+    parts: dict[str, set[int]] = {}
+    for s in _last_attempt(mine):
+        if member(s.field) not in CHECK_FIELDS:
+            parts.setdefault(base_name(s.field), set()).update(s.stores)
+    split = {f: hs for f, hs in parts.items() if len(hs) > 1}
+    if not split:
+        return ""
+    return "torn fields: " + "; ".join(
+        f"{f} from {' and '.join(ctx.store(h) for h in sorted(hs))}" for f, hs in split.items()
     )
 
 

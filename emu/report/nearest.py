@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from emu.report.explain import Nearest
 
 Choices = tuple[tuple[int, Choice], ...]
+#: Differing loads shown (the JSON has them all through `explain`'s loads).
+MAX_DIFFERENCES = 4
 #: How far a choice is moved, nearest first.
 MOVES = (1, -1, 2, -2, 3, -3)
 
@@ -76,14 +78,21 @@ def _differences(ctx: Context, other: Run, read: Read) -> list[str]:
     octx = Context(ctx.executor, other, ctx.lines)
     mine = [ctx.load(s) for s in ctx.sources if s.read == read.label]
     theirs = [octx.load(s) for s in octx.sources if s.read == read.label]
+    valued: list[str] = []
+    stored: list[str] = []
     for a, b in zip(mine, theirs, strict=False):
         if a.field != b.field:
-            out.append(f"from t={b.t} it loads {b.field} where the finding loaded {a.field}")
+            valued.append(f"from t={b.t} it loads {b.field} where the finding loaded {a.field}")
             break
         if (a.value, a.label) != (b.value, b.label):
-            out.append(
-                f"{a.field} (t={b.t}) = {b.value:#x} <- {b.store}, not {a.value:#x} <- {a.store}"
-            )
+            line = f"{a.field} (t={b.t}) = {b.value:#x} <- {b.store}, not {a.value:#x} <- {a.store}"
+            (valued if a.value != b.value else stored).append(line)
+    # Loads whose value changed explain the pass; same value from another store only
+    # when nothing else differs.
+    shown = valued or stored
+    out += shown[:MAX_DIFFERENCES]
+    if len(shown) > MAX_DIFFERENCES:
+        out.append(f"... and {len(shown) - MAX_DIFFERENCES} more loads")
     if len(mine) != len(theirs):
         out.append(f"{len(theirs)} shared-page loads instead of {len(mine)}")
     return out
