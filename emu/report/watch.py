@@ -49,7 +49,13 @@ def resolve(executor: Executor, names: list[str]) -> dict[str, tuple[int, int]]:
     for raw in names:
         name = base_name(raw)
         if name not in spans:
-            close = difflib.get_close_matches(name, list(spans), n=4, cutoff=0.5)
+            # The same record first (`vcpu0.`), then any: vcpu60.system_time is no help.
+            prefix = name.split(".", 1)[0] + "."
+            same = [n for n in spans if n.startswith(prefix)]
+            close = difflib.get_close_matches(name, same, n=4, cutoff=0.5)
+            if len(close) < 4:
+                more = difflib.get_close_matches(name, list(spans), n=4 - len(close), cutoff=0.5)
+                close = list(dict.fromkeys(close + more))
             hint = ", ".join(close) if close else ", ".join(sorted(spans)[:4]) + ", ..."
             raise UsageError(f"--watch {raw!r}: no such field in this image's pages; close: {hint}")
         out[name] = spans[name]
@@ -96,8 +102,8 @@ def text(executor: Executor, run: Run, names: list[str]) -> str:
     for name, span in resolve(executor, names).items():
         lo, hi = span
         lines.append(f"watch {name} ({hi - lo} bytes at {lo:#x}):")
-        lines.append(f"{'t':>5}  {'who':<9} {'what':<48} value")
+        lines.append(f"{'t':>5}  {'who':<9} {'what':<56} value")
         for a in history(executor, run, span):
-            lines.append(f"{a.t:>5}  {a.who:<9} {a.what:<48} {a.value:#x}")
+            lines.append(f"{a.t:>5}  {a.who:<9} {a.what:<56} {a.value:#x}")
         lines.append("")
     return "\n".join(lines)
