@@ -63,6 +63,10 @@ class Explanation:
     tsc: str = ""
     #: Fields whose parts (halves loaded apart, or bytes of one load) came from different stores.
     split: str = ""
+    #: Fields the read used from before its last attempt that had changed by its end.
+    stale: str = ""
+    #: The other reads of the violation (a monotonic pair), with their values.
+    others: list[str] = field(default_factory=list)
     hang: str = ""
     nearest: Nearest | None = None
 
@@ -79,7 +83,8 @@ class Explanation:
             out.append(f"    t={ld.t:<4} {ld.where:<24} {what:<40} <- {ld.store}{torn}{src}")
         w = f"t={self.window[0]}..{self.window[1]}"
         out.append(f"  host stores inside the read ({w}): " + (", ".join(self.inside) or "none"))
-        extra = (self.around, self.split, *self.check, self.tsc, self.hang)
+        extra = (*self.others, self.around, self.split, *self.check, self.stale, self.tsc)
+        extra += (self.hang,)
         out += [f"  {x}" for x in extra if x]
         n = self.nearest
         if n is None:
@@ -168,6 +173,8 @@ def explain(schedule: Schedule, executor: Executor, oracle: str | None = None) -
     e.check = check_story(ctx, mine)
     e.tsc = _tsc_story(ctx, read, mine)
     e.split = _split_fields(ctx, mine)
+    e.stale = _stale_fields(ctx, read, mine)
+    e.others = _others(run, read, v)
     if read.outcome == HANG:
         e.hang = _hang_story(ctx, read, mine)
     e.nearest = nearest_passing(schedule, executor, run, read, ctx)
@@ -221,6 +228,46 @@ def _hang_story(ctx: Context, read: Read, mine: list[LoadSource]) -> str:
         f"after its last visible operation at {where} (t={read.end}) it looped: {read.detail}; "
         f"{what} that led into the loop: {named or 'none'}"
     )
+
+
+def _others(run: Run, read: Read, v: Violation) -> list[str]:
+    """The violation's other reads: what each returned, where, and how far from this one."""
+    out = []
+    for r in run.reads:
+        if r.label in v.reads and r.label != read.label:
+            gap = ""
+            if r.value is not None and read.value is not None:
+                gap = (
+                    f", {abs(r.value - read.value)} ns {'more' if r.value > read.value else 'less'}"
+                )
+            out.append(
+                f"against {r.label} on vcpu{r.vcpu} (t={r.start}..{r.end}), which returned "
+                f"{r.value}{gap}"
+            )
+    return out
+
+
+def _stale_fields(ctx: Context, read: Read, mine: list[LoadSource]) -> str:
+    """Fields loaded only before the read's last attempt whose value had changed by the
+    time the read ended: the reader used them without re-reading (a flags check made
+    once before the loop)."""
+    last = _last_attempt(mine)
+    again = {base_name(s.field) for s in last}
+    stale = []
+    for s in mine:
+        name = base_name(s.field)
+        if s in last or name in again or member(s.field) in CHECK_FIELDS:
+            continue
+        then, now = (
+            ctx.pages.value(s.addr, s.width, s.t),
+            ctx.pages.value(s.addr, s.width, read.end),
+        )
+        if then != now:
+            again.add(name)
+            stale.append(f"{s.field} read {then:#x} at t={s.t}, {now:#x} by t={read.end}")
+    if not stale:
+        return ""
+    return "used from before the last attempt and not read again: " + "; ".join(stale)
 
 
 def _last_attempt(mine: list[LoadSource]) -> list[LoadSource]:
