@@ -17,6 +17,7 @@ from emu.engine.readsfrom import BOOT, LoadSource
 from emu.engine.run import HANG, Read, Run
 from emu.oracles import Violation, judge, match
 from emu.report.explain_parts import CHECK_FIELDS, Context, Load, check_story, member
+from emu.report.nearest import Nearest, nearest_passing
 from emu.report.watch import base_name
 from emu.search.replay import Replay
 from emu.search.schedule import Schedule
@@ -30,15 +31,6 @@ class RecordGap:
     published: int
     expected: int
     delta: int
-
-
-@dataclass(frozen=True)
-class Nearest:
-    """The nearest passing schedule and what changes in the explained read."""
-
-    schedule: str
-    change: str
-    differences: tuple[str, ...]
 
 
 @dataclass
@@ -146,8 +138,6 @@ def _gaps(run: Run, read: Read) -> tuple[int, list[RecordGap]]:
 def explain(schedule: Schedule, executor: Executor, oracle: str | None = None) -> Explanation:
     """Replay `schedule` on `executor` and explain its violation (of `oracle`, when given
     and broken; else the verdict's)."""
-    from emu.report.nearest import nearest_passing
-
     run = executor.run(Replay(schedule.choices))
     violations = judge(run, executor.scenario)
     if not violations:

@@ -4,7 +4,7 @@ few decision points, that no oracle objects to; and what the explained read does
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from emu.engine.choice import Choice
 from emu.engine.executor import Executor
@@ -15,14 +15,20 @@ from emu.report.explain_parts import Context
 from emu.search.replay import Replay
 from emu.search.schedule import Schedule
 
-if TYPE_CHECKING:
-    from emu.report.explain import Nearest
-
 Choices = tuple[tuple[int, Choice], ...]
 #: Differing loads shown (the JSON has them all through `explain`'s loads).
 MAX_DIFFERENCES = 4
 #: How far a choice is moved, nearest first.
 MOVES = (1, -1, 2, -2, 3, -3)
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """The nearest passing schedule and what changes in the explained read."""
+
+    schedule: str
+    change: str
+    differences: tuple[str, ...]
 
 
 def candidates(choices: Choices) -> Iterator[tuple[Choices, str]]:
@@ -55,8 +61,6 @@ def nearest_passing(
     schedule: Schedule, executor: Executor, run: Run, read: Read, ctx: Context
 ) -> Nearest | None:
     """The first candidate schedule that passes every oracle, with what differs."""
-    from emu.report.explain import Nearest
-
     for choices, change in candidates(tuple(schedule.choices)):
         try:
             other = executor.run(Replay(choices))
