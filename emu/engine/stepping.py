@@ -56,7 +56,7 @@ def step_until_stop(
             else:
                 quiet += 1
             if isinstance(body, tuple) and body and pc == body[0] and quiet < insns:
-                n = _loop(m, pc, body, insns - quiet)
+                n = _loop(m, st, pc, body, insns - quiet)
                 quiet += n
                 pc = m.reg(m.pc)
                 observer("loop", (task.index, task.vcpu, st.t, n, after, m.regs()))
@@ -65,18 +65,20 @@ def step_until_stop(
         uc.ctl_flush_tb()
 
 
-def _loop(m: Machine, pc: int, body: tuple[int, ...], budget: int) -> int:
+def _loop(m: Machine, st: State, pc: int, body: tuple[int, ...], budget: int) -> int:
     """Run the loop `body` (its instruction addresses in order, starting at `pc`) without
     reporting each instruction, while the code follows it exactly and at most `budget`
     instructions: the observer asked for this (a trace folding a loop it has seen repeat).
-    Stops before the first instruction off the body. The instructions executed."""
+    Stops before the first instruction off the body, or after one that made the run's
+    time move (a site's decision). The instructions executed."""
     uc = m.uc
     n = len(body)
     state = [0, 0]  # position in the body, instructions executed
+    t0 = st.t
 
     def on_code(uc: Any, address: int, size: int, _: object) -> None:
         pos = state[0]
-        if address != body[pos]:
+        if address != body[pos] or st.t != t0:
             m.stop()  # not executed: the engine stops before it
             return
         state[0] = pos + 1 if pos + 1 < n else 0

@@ -82,6 +82,8 @@ class Folder:
     def ran(self, n: int, before: dict[str, int], after: dict[str, int]) -> None:
         """The engine ran `n` instructions of the body unreported (registers before and
         after): whole repeats are counted, a partial one ends the loop."""
+        if not self.body:
+            return  # a host step or read ended the loop meanwhile: nothing to count
         for r, v in after.items():
             if before[r] != v:
                 old = self.changed.get(r, (before[r], v))[0]
