@@ -20,6 +20,9 @@ def describe(page: str, offset: int) -> str:
             return f"vcpu{slot}.slot_pad+{within - PVTI_SIZE}"
         f = field_at(within)
         extra = within - f.offset
+        if f.count > 1:  # an array (`pad[2]`): name the element
+            index, extra = divmod(extra, f.size // f.count)
+            return f"vcpu{slot}.{f.name}[{index}]" + (f"+{extra}" if extra else "")
         return f"vcpu{slot}.{f.name}" + (f"+{extra}" if extra else "")
     for start, size, name in RECORDS.get(page, ()):
         if start <= offset < start + size:

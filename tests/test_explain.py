@@ -40,7 +40,8 @@ def test_explains_the_torn_read_from_its_loads() -> None:
     # tsc_timestamp came from the host's new store, system_time from boot: the tear.
     assert by_field["vcpu0.tsc_timestamp"].stores != by_field["vcpu0.system_time"].stores
     assert by_field["vcpu0.system_time"].store == "boot"
-    assert "host step" in by_field["vcpu0.tsc_timestamp"].store
+    assert by_field["vcpu0.tsc_timestamp"].store.startswith("host t=")
+    assert "match no published record" in " ".join(e.check)
     # The gap is the value minus what each record gives at the read's TSC.
     run = ex.run(Replay(sched.choices))
     read = next(r for r in run.reads if r.label == "t1.r0")
@@ -84,3 +85,34 @@ def test_json_carries_the_same_loads() -> None:
     mine = [s for s in reads_from(run, lay, ex.sites.widths) if s.read == "t1.r0"]
     assert [ld["field"] for ld in d["loads"]] == [s.field for s in mine]
     assert d["read"] == "t1.r0" and d["oracle"] == "consistent"
+
+
+def _catalog_finding(name: str, oracle: str):
+    from emu.search import catalog
+    from emu.search.fuzz import Fuzzer
+
+    entry = next(e for e in catalog.load() if e.name == name)
+    fz = Fuzzer(entry.scenario)
+    f = fz.fuzz(strategy="random", seed=0, max_schedules=5000).finding
+    assert f is not None and f.oracle == oracle
+    return f, fz.executor
+
+
+def test_a_flag_read_once_before_the_loop_is_named_stale() -> None:
+    """vcpu0's reader checks the stable bit once before its loop: the explanation names
+    the flags load made before the last attempt and the value the flags had by the end."""
+    f, ex = _catalog_finding("vcpu0/kvm-migration", "contract")
+    e = explain(f.schedule, ex, f.oracle)
+    assert "flags read 0x1" in e.stale and "0x0 by" in e.stale
+
+
+def test_a_monotonic_pair_names_the_other_read() -> None:
+    f, ex = _catalog_finding("modern/unsynced-tsc", "monotonic")
+    e = explain(f.schedule, ex, f.oracle)
+    run = ex.run(Replay(f.schedule.choices))
+    other = next(r for r in run.reads if r.label in f.reads and r.label != e.read)
+    assert e.value is not None and other.value is not None
+    assert e.others == [
+        f"against {other.label} on vcpu{other.vcpu} (t={other.start}..{other.end}), which "
+        f"returned {other.value}, {other.value - e.value} ns more"
+    ]

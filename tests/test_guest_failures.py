@@ -39,28 +39,24 @@ def test_guest_failure_is_a_violation(tmp_path, name, oracle):
     assert run.stopped in ("fault", "hang")
 
 
-def test_a_hang_is_a_stretch_without_visible_operations(make_executor, monkeypatch):
+def test_a_hang_is_a_stretch_without_visible_operations(make_executor):
     """The instruction limit counts from the last visible operation, not from the engine
     call: a run that needs more instructions in total than the limit is not a hang."""
-    import emu.engine.executor as executor
     from emu.search.random import RandomWalk
 
     ex = make_executor("modern", host_params={"updates": 2})
     normal = [ex.run(RandomWalk(seed, preempt=0.2)) for seed in range(20)]
     # far fewer than one run executes, more than any stretch between visible operations
-    monkeypatch.setattr(executor, "INSNS", 60)
+    ex = make_executor("modern", host_params={"updates": 2}, max_insns=60)
     for seed, want in enumerate(normal):
         assert ex.run(RandomWalk(seed, preempt=0.2)).outcome() == want.outcome()
         stepped = ex.run(RandomWalk(seed, preempt=0.2), observer=lambda kind, data: None)
         assert stepped.outcome() == want.outcome()
 
 
-def test_a_small_limit_still_catches_a_hang(tmp_path, monkeypatch):
-    import emu.engine.executor as executor
-
-    monkeypatch.setattr(executor, "INSNS", 60)
+def test_a_small_limit_still_catches_a_hang(tmp_path):
     path = build_reader(tmp_path, "spin", READERS["spin"])
-    sc = Scenario(image=str(path), host_params={"updates": 0})
+    sc = Scenario(image=str(path), host_params={"updates": 0}, max_insns=60)
     for observer in (None, lambda kind, data: None):
         run = Executor(sc).run(Default(), observer=observer)
         assert run.stopped == "hang"

@@ -7,8 +7,9 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from emu.cli.options import DEFAULT_OUT
+from emu.cli.options import DEFAULT_OUT, add_max_insns, writable_dir, writable_file
 from emu.errors import UsageError, check_range
 
 
@@ -47,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the sensitivity matrix instead: every seeded reader bug against every host "
         "model setting of the catalog (--only TEXT picks rows and columns)",
     )
+    add_max_insns(c, "default: each scenario's, 1000000")
     c.add_argument("--catalog", type=Path, default=None, help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_check)
 
@@ -71,6 +73,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         entries = [e for e in entries if any(s in e.name for s in args.only)]
         if not entries:
             raise UsageError(f"no catalog scenario matches {', '.join(args.only)}")
+    entries = _with_limits(args, entries)
     quiet = args.json or args.markdown
 
     def progress(r: catalog.Result) -> None:
@@ -96,6 +99,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         if saved:
             print(f"findings in {args.out} (show one with: vdsofuzz trace {saved[0].finding})")
     return 0 if all(r.ok for r in results) else 1
+
+
+def _with_limits(args: argparse.Namespace, entries: list[Any]) -> list[Any]:
+    """The entries with `--max-insns` applied, once the output paths are known writable."""
+    writable_dir(args.out, "--out")
+    if args.junit:
+        writable_file(args.junit, "--junit")
+    if args.max_insns is None:
+        return entries
+    from dataclasses import replace
+
+    return [replace(e, scenario=replace(e.scenario, max_insns=args.max_insns)) for e in entries]
 
 
 def _check_matrix(args: argparse.Namespace) -> int:

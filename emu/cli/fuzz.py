@@ -12,9 +12,11 @@ from emu.cli.options import (
     DEFAULT_HOST,
     DEFAULT_IMAGE,
     DEFAULT_OUT,
+    add_max_insns,
     add_real_vdso,
     check_search,
     scenario,
+    writable_dir,
 )
 from emu.errors import UsageError
 from emu.search.registry import STRATEGIES
@@ -30,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _scenario_options(f)
     _search_options(f)
     _model_options(f)
+    add_max_insns(f, "default 1000000; kept in the finding")
     f.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where findings go")
     f.add_argument("--no-db", action="store_true", help="no Hypothesis example database")
     f.add_argument("--no-trace", action="store_true", help="do not print the trace")
@@ -38,12 +41,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("replay", help="re-run a schedule or finding file")
     r.add_argument("file", type=Path)
     r.add_argument("--json", action="store_true")
+    add_max_insns(r, "default: the file's")
     r.set_defaults(func=cmd_replay)
     t = sub.add_parser("trace", help="instruction-level trace of a schedule or finding")
     t.add_argument("file", type=Path)
     t.add_argument("--jsonl", action="store_true", help="one JSON object per step")
     t.add_argument("--svg", type=Path, metavar="FILE", help="also draw the timeline as SVG")
     t.add_argument("--perfetto", type=Path, metavar="FILE", help="also write a Perfetto trace")
+    add_max_insns(t, "default: the file's")
+    t.add_argument(
+        "--watch",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="instead of the trace, every store and load of FIELD (a name the trace shows, "
+        "e.g. vcpu0.system_time); repeatable",
+    )
     t.set_defaults(func=cmd_trace)
     e = sub.add_parser("explain", help="the cause of a finding in a few lines")
     e.add_argument("file", type=Path)
@@ -151,7 +164,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
             f"--clock {args.clock} applies to a real vDSO's __vdso_clock_gettime; {img.name} "
             "is a project reader, which takes no clock id"
         )
-    out_dir: Path = args.out
+    out_dir: Path = writable_dir(args.out, "--out")
     db = None if args.no_db else out_dir / ".hypothesis"
     _announce(args, campaign)
     outcome = campaign.fuzz(
@@ -236,20 +249,28 @@ def _print_outcome(
     )
     print(f"minimal schedule: {f.schedule.compact()}")
     print(f"saved {path}  (replay: vdsofuzz replay {path}; trace: vdsofuzz trace {path})")
+    from emu.report.explain import explain
+
+    print()
+    print(explain(f.schedule, campaign.executor, f.oracle).text(), end="")
     if not args.no_trace:
-        from emu.report.explain import explain
-
         print()
-        print(explain(f.schedule, campaign.executor, f.oracle).text())
-        print(trace(f.schedule, campaign.executor).text(), end="")
+        print(trace(f.schedule, campaign.executor, fold=True).text(), end="")
 
 
-def _load_schedule(path: Path):
+def _load_schedule(path: Path, max_insns: int | None = None):
+    """The schedule or finding at `path`, its recorded violation and an executor for it
+    (`max_insns`: a hang limit other than the file's)."""
+    from dataclasses import replace
+
     from emu.engine.executor import Executor
     from emu.image.loader import load
     from emu.search.schedule import load_file
 
     schedule, violation = load_file(path)
+    if max_insns is not None:
+        sc = replace(schedule.scenario, max_insns=max_insns)
+        schedule = replace(schedule, scenario=sc)
     image = load(schedule.scenario.image, cpu=schedule.scenario.cpu or None)
     if image.sha256 != schedule.image_sha256:
         raise UsageError(
@@ -264,7 +285,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from emu.oracles import judge
     from emu.search.replay import Replay
 
-    schedule, recorded, executor = _load_schedule(args.file)
+    schedule, recorded, executor = _load_schedule(args.file, args.max_insns)
     run = executor.run(Replay(schedule.choices))
     violations = judge(run, schedule.scenario)
     first = violations[0] if violations else None
@@ -308,18 +329,39 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    """Stream the trace (loops folded), so a hang's million instructions keep no steps."""
+    from emu.report.trace import stream
+
+    schedule, _, executor = _load_schedule(args.file, args.max_insns)
+    if args.watch:
+        return _watch(args.watch, schedule, executor)
+    if args.svg or args.perfetto:
+        _pictures(args, schedule, executor)
+    violations = stream(schedule, executor, sys.stdout.write, jsonl=args.jsonl)
+    return 1 if violations else 0
+
+
+def _watch(names: list[str], schedule: Any, executor: Any) -> int:
+    """`trace --watch`: the history of each named field (names checked before the run)."""
+    from emu.oracles import judge
+    from emu.report import watch
+    from emu.search.replay import Replay
+
+    watch.resolve(executor, names)
+    run = executor.run(Replay(schedule.choices))
+    sys.stdout.write(watch.text(executor, run, names))
+    return 1 if judge(run, executor.scenario) else 0
+
+
+def _pictures(args: argparse.Namespace, schedule: Any, executor: Any) -> None:
+    """`trace --svg/--perfetto`: the timeline files, from a folded trace of the run."""
+    from emu.report import perfetto_trace, svg
     from emu.report.trace import trace
 
-    schedule, _, executor = _load_schedule(args.file)
-    tr = trace(schedule, executor)
-    if args.svg or args.perfetto:
-        from emu.report import perfetto_trace, svg
-
-        for out, writer in ((args.svg, svg.write), (args.perfetto, perfetto_trace.write)):
-            if out is not None:
-                writer(tr, executor, out)
-    sys.stdout.write(tr.jsonl() if args.jsonl else tr.text())
-    return 1 if tr.violations else 0
+    tr = trace(schedule, executor, fold=True)
+    for out, writer in ((args.svg, svg.write), (args.perfetto, perfetto_trace.write)):
+        if out is not None:
+            writer(tr, executor, out)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -47,6 +47,23 @@ def scenario(args: argparse.Namespace):
         timekeeping=args.timekeeping,
         task_migration=args.task_migration,
         speculative_tsc=args.speculative_tsc,
+        max_insns=args.max_insns if args.max_insns is not None else MAX_INSNS_DEFAULT,
+    )
+
+
+#: The engine's default hang limit (emu.engine.scenario.MAX_INSNS, without importing it).
+MAX_INSNS_DEFAULT = 1_000_000
+
+
+def add_max_insns(p: argparse.ArgumentParser, what: str) -> None:
+    """`--max-insns`: the hang limit, for `fuzz`, `check` (`what`: whose limit it sets) and,
+    overriding the file's, `replay` and `trace`."""
+    p.add_argument(
+        "--max-insns",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"hang limit: instructions without a visible operation ({what})",
     )
 
 
@@ -78,3 +95,33 @@ def add_real_vdso(p: argparse.ArgumentParser) -> None:
         help="real vDSO: N updates of vdso_data by the guest kernel's timekeeping (its seq "
         "protocol), taken by the host agent before the host model's steps",
     )
+
+
+def _probe(path: Path) -> None:
+    """Make directory `path` and write a temporary file in it (OSError if we cannot)."""
+    import tempfile
+
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+        pass
+
+
+def writable_dir(path: Path, option: str) -> Path:
+    """Make `path` a directory we can write into, before any work is done; otherwise bad
+    input naming the option (a file in the way, a read-only file system, no permission)."""
+    try:
+        _probe(path)
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
+def writable_file(path: Path, option: str) -> Path:
+    """Check that file `path` can be written (its directory is made), before any work."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory; give a file name")
+    try:
+        _probe(path.parent)
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot write there ({e.strerror or e})") from None
+    return path

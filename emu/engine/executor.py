@@ -27,7 +27,7 @@ from emu.engine.run import DECLINED, FAULT, HANG, VALUE, Op, Run
 from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Scheduler
 from emu.engine.sites import SiteHandlers
-from emu.engine.state import INSNS, Contexts, Observer, RecordKeys, State, Task
+from emu.engine.state import Contexts, Observer, RecordKeys, State, Task
 from emu.engine.stepping import step_until_stop
 from emu.errors import UsageError
 from emu.image.elf import Image
@@ -234,7 +234,7 @@ class Executor:
             if st.observer is None:
                 self._run_fast(st, pc)
             else:
-                step_until_stop(m, st, task, pc, st.observer, INSNS)
+                step_until_stop(m, st, task, pc, st.observer, self.scenario.max_insns)
         except UcError as e:
             self._drain(st)
             now = st.running
@@ -255,7 +255,8 @@ class Executor:
             value = m.result(now.index)
             self.end_read(st, now, DECLINED if value == U64_MAX else VALUE, value)
             return
-        self.end_read(st, now, HANG, None, f"{INSNS} instructions without a visible operation")
+        limit = self.scenario.max_insns
+        self.end_read(st, now, HANG, None, f"{limit} instructions without a visible operation")
         st.run.stopped = HANG
 
     def _run_fast(self, st: State, pc: int) -> None:
@@ -264,7 +265,7 @@ class Executor:
         m = self.machine
         while True:
             t = st.t
-            m.start(pc, EXIT_ADDR, INSNS)
+            m.start(pc, EXIT_ADDR, self.scenario.max_insns)
             pc = m.reg(m.pc)
             if st.stop or pc == EXIT_ADDR:
                 return

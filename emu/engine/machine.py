@@ -12,7 +12,7 @@ import ctypes
 import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from unicorn import (
     UC_ARCH_X86,
@@ -97,6 +97,25 @@ def _address_of(fn: CFuncPtr) -> int:
     return address
 
 
+class _RegBatch:
+    """C arrays for one `uc_reg_read_batch` of the general registers: ids, a pointer to
+    each value slot, the 64-bit slots (a 32-bit register fills the low half; the high
+    half stays 0)."""
+
+    def __init__(self, ids: tuple[int, ...]) -> None:
+        n = self.n = len(ids)
+        self.ids = (ctypes.c_int * n)(*ids)
+        self.values = (ctypes.c_uint64 * n)()
+        base = ctypes.addressof(self.values)
+        self.ptrs = (ctypes.c_void_p * n)(*(base + 8 * i for i in range(n)))
+
+    def read(self, lib: Any, handle: Any) -> list[int]:
+        status = lib.uc_reg_read_batch(handle, self.ids, self.ptrs, self.n)
+        if status:
+            raise UcError(status)
+        return list(self.values)
+
+
 class Machine:
     """Unicorn plumbing for one image: memory, stacks, register access, entry contexts."""
 
@@ -147,6 +166,7 @@ class Machine:
         self._val = ctypes.c_uint64()
         self._ref = ctypes.byref(self._val)
         self._callbacks: list[object] = []
+        self._regs = _RegBatch(self.reg_ids)
         self._error: BaseException | None = None
 
     # The binding's hook trampoline and emu_start/emu_stop wrappers cost ~3 us per call
@@ -287,8 +307,10 @@ class Machine:
         return self.abi.result(self.uc, task, self._frame_top(task))
 
     def regs(self) -> dict[str, int]:
-        uc = self.uc
-        return {n: uc.reg_read(r) for n, r in zip(self.reg_names, self.reg_ids, strict=True)}
+        """The general registers by name; one C batch read (stepping calls this twice per
+        instruction, and the binding's per-register read dominated a traced hang)."""
+        values = self._regs.read(self._lib, self._h)
+        return dict(zip(self.reg_names, values, strict=True))
 
     def set_tsc(self, value: int, aux: int | None) -> None:
         """Registers after `rdtsc` (edx:eax), or `rdtscp` when `aux` is given (ecx = TSC_AUX)."""

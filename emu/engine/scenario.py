@@ -19,6 +19,8 @@ MAX_READS = 1000
 #: The clocks a real vDSO's `__vdso_clock_gettime` is called with: those it answers from
 #: the TSC and the clock pages in every vdso_data layout (the others fall back to the
 #: syscall or read no TSC, so no interleaving could matter).
+#: Instructions a task may run without a visible operation before its read is a hang.
+MAX_INSNS = 1_000_000
 CLOCKS = ("CLOCK_MONOTONIC", "CLOCK_MONOTONIC_RAW", "CLOCK_REALTIME")
 
 
@@ -53,6 +55,9 @@ class Scenario:
     #: Real vDSOs: the guest kernel's timekeeping updates of `vdso_data` (its own seqlock),
     #: taken by the host agent before the host model's own steps.
     timekeeping: int = 0
+    #: The hang limit: instructions without a visible operation (`--max-insns`); kept in
+    #: the schedule file, so a replay stops where the finding's run stopped.
+    max_insns: int = MAX_INSNS
 
     def __post_init__(self) -> None:
         """Refuse values that make the scenario meaningless; every path that builds one (the
@@ -61,6 +66,7 @@ class Scenario:
         check_range("--reads", self.reads, 1, MAX_READS, ScheduleError)
         check_range("--accuracy-ns", self.accuracy_ns, 1, None, ScheduleError)
         check_range("--timekeeping", self.timekeeping, 0, None, ScheduleError)
+        check_range("--max-insns", self.max_insns, 1, None, ScheduleError)
         if clock_name(self.clock) is None:
             raise ScheduleError(
                 f"--clock {self.clock!r} is not a clock id; use one of {', '.join(CLOCKS)}"

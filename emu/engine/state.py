@@ -12,6 +12,7 @@ from unicorn.unicorn_py3.unicorn import UcContext
 from emu.engine.choice import Options
 from emu.engine.machine import Layout, Machine
 from emu.engine.run import Read, Run
+from emu.engine.scenario import MAX_INSNS
 from emu.engine.scheduler import Scheduler
 from host_model.base import HostModel, HostStep, HostView
 from host_model.clock import Clock
@@ -19,12 +20,15 @@ from host_model.pvti import PVTI_SLOT
 
 #: Visible operations one read may make once the host is quiescent before it is a hang.
 READ_OPS = 4096
-#: Instructions a task may run without a visible operation before it is a hang (counted
-#: per engine call; a call that made some visible operation goes on with a fresh count).
-INSNS = 1_000_000
+#: The default hang limit (`Scenario.max_insns`): instructions a task may run without a
+#: visible operation (counted per engine call; a call that made some visible operation
+#: goes on with a fresh count).
+INSNS = MAX_INSNS
 
 #: Told about each instruction ("insn"), host step ("host") and finished read ("read").
-Observer = Callable[[str, object], None]
+#: Stepping mode: an "insn" report may return a loop body (instruction addresses in order)
+#: that the engine then runs unreported while the code follows it, reported as one "loop".
+Observer = Callable[[str, object], object]
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Disassembly view: an image's code, with each shared-page load named by the field it reads.
 
 Loads with a fixed address are named statically; loads through a register are named from
-one quiescent stepping run, which records the field each instruction actually read.
+one quiescent stepping run, which records the field each instruction actually read. Both
+name a byte by `emu.engine.fields.field_name`, as the trace does.
 """
 
 from __future__ import annotations
@@ -10,18 +11,18 @@ from typing import Any
 
 from emu.engine.decode import LOAD, capstone_for, scan
 from emu.engine.executor import Executor
+from emu.engine.fields import field_name
+from emu.engine.machine import Layout
 from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Default
 from emu.errors import ImageError
 from emu.image.elf import PAGE, Image
-from host_model.pages import describe
 
 
 def _field(image: Image, rel: int) -> str:
-    for name, off in sorted(image.pages.items(), key=lambda kv: -kv[1]):
-        if rel >= off:
-            return describe(name, rel - off)
-    return f"{rel:#x}"
+    """The name of the shared byte at image-relative `rel`, as a trace names it."""
+    lo, hi = min(image.pages.values()), max(image.pages.values()) + PAGE
+    return field_name(Layout(0, dict(image.pages), (lo, hi)), image.vdso_data, rel)
 
 
 def observed_fields(image: Image, host: str = "kvm") -> dict[int, set[str]]:
@@ -30,6 +31,7 @@ def observed_fields(image: Image, host: str = "kvm") -> dict[int, set[str]]:
         Scenario(image=image.name, host=host, host_params={"updates": 0}, vcpus=1, reads=1), image
     )
     layout = ex.machine.layout
+    spec = image.vdso_data
     seen: dict[int, set[str]] = {}
 
     def observe(kind: str, data: Any) -> None:
@@ -37,9 +39,8 @@ def observed_fields(image: Image, host: str = "kvm") -> dict[int, set[str]]:
             return
         pc, reads = data[3], data[6]
         for addr, _size, _raw in reads:
-            hit = layout.locate(addr)
-            if hit is not None:
-                seen.setdefault(pc - layout.base, set()).add(describe(*hit))
+            if layout.locate(addr) is not None:
+                seen.setdefault(pc - layout.base, set()).add(field_name(layout, spec, addr))
 
     ex.run(Default(), observer=observe)
     return seen

@@ -16,7 +16,9 @@ from emu.engine.executor import Executor
 from emu.engine.readsfrom import BOOT, LoadSource
 from emu.engine.run import HANG, Read, Run
 from emu.oracles import Violation, judge, match
-from emu.report.explain_parts import Context, Load, check_story
+from emu.report.explain_parts import CHECK_FIELDS, Context, Load, check_story, member
+from emu.report.nearest import Nearest, nearest_passing
+from emu.report.watch import base_name
 from emu.search.replay import Replay
 from emu.search.schedule import Schedule
 
@@ -29,15 +31,6 @@ class RecordGap:
     published: int
     expected: int
     delta: int
-
-
-@dataclass(frozen=True)
-class Nearest:
-    """The nearest passing schedule and what changes in the explained read."""
-
-    schedule: str
-    change: str
-    differences: tuple[str, ...]
 
 
 @dataclass
@@ -59,6 +52,13 @@ class Explanation:
     inside: list[str] = field(default_factory=list)
     around: str = ""
     check: list[str] = field(default_factory=list)
+    tsc: str = ""
+    #: Fields whose parts (halves loaded apart, or bytes of one load) came from different stores.
+    split: str = ""
+    #: Fields the read used from before its last attempt that had changed by its end.
+    stale: str = ""
+    #: The other reads of the violation (a monotonic pair), with their values.
+    others: list[str] = field(default_factory=list)
     hang: str = ""
     nearest: Nearest | None = None
 
@@ -66,26 +66,23 @@ class Explanation:
         """The few-line summary people read above a trace."""
         if self.oracle is None:
             return f"no violation: {self.message}\n"
-        out = [f"{self.oracle}: {self.message}"]
-        out.append(f"  {self.read} on vcpu{self.vcpu} (t={self.window[0]}..{self.window[1]})")
-        out += [f"    {g}" for g in _gap_lines(self)]
-        out.append("  its shared-page loads, each with the store it read:")
+        out = [f"{self.oracle}: {self.message}", f"  {_gap_line(self)}"]
+        out.append(f"  {self.read}'s shared-page loads, each with the store it read:")
         for ld in self.loads:
             src = f"  ; {ld.source}" if ld.source else ""
-            torn = "  TORN" if ld.torn else ""
+            torn = " TORN" if ld.torn else ""
             what = f"{ld.field} = {ld.value:#x}"
-            out.append(f"    t={ld.t:<4} {ld.where:<24} {what}  <- {ld.store}{torn}{src}")
-        out.append("  host stores inside the window: " + (", ".join(self.inside) or "none"))
-        if self.around:
-            out.append(f"  {self.around}")
-        out += [f"  {c}" for c in self.check]
-        if self.hang:
-            out.append(f"  {self.hang}")
+            out.append(f"    t={ld.t:<4} {ld.where:<24} {what:<40} <- {ld.store}{torn}{src}")
+        w = f"t={self.window[0]}..{self.window[1]}"
+        out.append(f"  host stores inside the read ({w}): " + (", ".join(self.inside) or "none"))
+        extra = (*self.others, self.around, self.split, *self.check, self.stale, self.tsc)
+        extra += (self.hang,)
+        out += [f"  {x}" for x in extra if x]
         n = self.nearest
         if n is None:
             out.append("  nearest passing schedule: none within one choice removed or moved")
         else:
-            out.append(f"  nearest passing schedule: {n.schedule} ({n.change})")
+            out.append(f"  nearest passing schedule: {n.schedule} ({n.change}); there")
             out += [f"    {d}" for d in n.differences]
         return "\n".join(out) + "\n"
 
@@ -93,16 +90,18 @@ class Explanation:
         return asdict(self)
 
 
-def _gap_lines(e: Explanation) -> list[str]:
+def _gap_line(e: Explanation) -> str:
+    """On which vCPU the read ran, and how far its value is from each record."""
+    head = f"{e.read} on vcpu{e.vcpu}"
     if e.outcome == HANG or e.value is None:
-        return [f"ended {e.outcome}, no value returned"]
-    lines = [f"returned {e.value}; at its TSC read (t={e.tsc_t}) the records give:"]
+        return f"{head} ended {e.outcome}, no value returned"
+    gaps = []
     for g in e.gaps:
         when = "at boot" if g.published < 0 else f"at t={g.published}"
         rel = "more" if g.delta > 0 else "less"
-        how = "the same" if g.delta == 0 else f"{abs(g.delta)} ns {rel}"
-        lines.append(f"  {g.key} as published {when}: {g.expected}; the read returned {how}")
-    return lines
+        how = "exactly" if g.delta == 0 else f"{abs(g.delta)} ns {rel} than"
+        gaps.append(f"{how} {g.key} as published {when} gives ({g.expected})")
+    return f"{head}, TSC read at t={e.tsc_t}: returned {e.value}, " + "; ".join(gaps)
 
 
 def _blamed(run: Run, violation: Violation) -> Read:
@@ -139,8 +138,6 @@ def _gaps(run: Run, read: Read) -> tuple[int, list[RecordGap]]:
 def explain(schedule: Schedule, executor: Executor, oracle: str | None = None) -> Explanation:
     """Replay `schedule` on `executor` and explain its violation (of `oracle`, when given
     and broken; else the verdict's)."""
-    from emu.report.nearest import nearest_passing
-
     run = executor.run(Replay(schedule.choices))
     violations = judge(run, executor.scenario)
     if not violations:
@@ -164,6 +161,10 @@ def explain(schedule: Schedule, executor: Executor, oracle: str | None = None) -
     )
     e.inside, e.around = _window_stores(run, read)
     e.check = check_story(ctx, mine)
+    e.tsc = _tsc_story(ctx, read, mine)
+    e.split = _split_fields(ctx, mine)
+    e.stale = _stale_fields(ctx, read, mine)
+    e.others = _others(run, read, v)
     if read.outcome == HANG:
         e.hang = _hang_story(ctx, read, mine)
     e.nearest = nearest_passing(schedule, executor, run, read, ctx)
@@ -190,23 +191,113 @@ def _window_stores(run: Run, read: Read) -> tuple[list[str], str]:
         return inside, ""
     keys = ", ".join(sorted(read.keys))
     done = f"published at t={end}" if end is not None else "never published in this run"
+    before = f"stores at {', '.join(pre)} before it" if pre else "no store before it"
+    after = f"{', '.join(post)} after it" if post else "none after it"
     return inside, (
-        f"a host update of {keys} was in progress across the read: stores at "
-        f"{', '.join(pre) or 'none'} before it, {', '.join(post) or 'none'} after it ({done})"
+        f"a host update of {keys} was in progress across the read: {before}, {after} ({done})"
     )
 
 
 def _hang_story(ctx: Context, read: Read, mine: list[LoadSource]) -> str:
-    """Which loads led into the loop that never made another visible operation."""
+    """Which loads led into the loop that never made another visible operation: the torn
+    ones; else those of the last attempt whose store landed inside the read's window."""
     last = read.ops[-1] if read.ops else None
     where = ctx.image.symbolize(last.pc - ctx.base) if last else "its entry"
-    torn = [s.field for s in mine if s.torn]
-    mixed = sorted(
-        {s.field for s in mine if s.source != max((x.source for x in mine), default=BOOT)}
+    attempt = _last_attempt(mine)
+    led = [s for s in attempt if s.torn]
+    what = "torn loads"
+    if not led:
+        led = [s for s in attempt if s.source != BOOT and ctx.run.host[s.source].t >= read.start]
+        what = "loads of host stores made during the read"
+    named = ", ".join(
+        f"{s.field} (t={s.t}, {ctx.store(s.source)})"
+        for s in led
+        if member(s.field) not in CHECK_FIELDS
     )
-    fed = ", ".join(torn) if torn else ", ".join(mixed) or "no shared load"
-    what = "torn loads" if torn else "loads from an older store than the rest"
     return (
-        f"after its last visible operation at {where} (t={read.end}) the read looped: "
-        f"{read.detail}; {what} that led into the loop: {fed}"
+        f"after its last visible operation at {where} (t={read.end}) it looped: {read.detail}; "
+        f"{what} that led into the loop: {named or 'none'}"
+    )
+
+
+def _others(run: Run, read: Read, v: Violation) -> list[str]:
+    """The violation's other reads: what each returned, where, and how far from this one."""
+    out = []
+    for r in run.reads:
+        if r.label in v.reads and r.label != read.label:
+            gap = ""
+            if r.value is not None and read.value is not None:
+                gap = (
+                    f", {abs(r.value - read.value)} ns {'more' if r.value > read.value else 'less'}"
+                )
+            out.append(
+                f"against {r.label} on vcpu{r.vcpu} (t={r.start}..{r.end}), which returned "
+                f"{r.value}{gap}"
+            )
+    return out
+
+
+def _stale_fields(ctx: Context, read: Read, mine: list[LoadSource]) -> str:
+    """Fields loaded only before the read's last attempt whose value had changed by the
+    time the read ended: the reader used them without re-reading (a flags check made
+    once before the loop)."""
+    last = _last_attempt(mine)
+    again = {base_name(s.field) for s in last}
+    stale = []
+    for s in mine:
+        name = base_name(s.field)
+        if s in last or name in again or member(s.field) in CHECK_FIELDS:
+            continue
+        then, now = (
+            ctx.pages.value(s.addr, s.width, s.t),
+            ctx.pages.value(s.addr, s.width, read.end),
+        )
+        if then != now:
+            again.add(name)
+            stale.append(f"{s.field} read {then:#x} at t={s.t}, {now:#x} by t={read.end}")
+    if not stale:
+        return ""
+    return "used from before the last attempt and not read again: " + "; ".join(stale)
+
+
+def _last_attempt(mine: list[LoadSource]) -> list[LoadSource]:
+    """The loads of the read's last attempt: from its second-to-last check load on (a
+    retrying reader's earlier attempts were thrown away)."""
+    checks = [s for s in mine if member(s.field) in CHECK_FIELDS]
+    return [s for s in mine if len(checks) < 2 or s.t >= checks[-2].t]
+
+
+def _split_fields(ctx: Context, mine: list[LoadSource]) -> str:
+    """Fields the read assembled from parts of different stores (an i386 reader loads a
+    64-bit field as two halves; a host may store them apart)."""
+    parts: dict[str, set[int]] = {}
+    for s in _last_attempt(mine):
+        if member(s.field) not in CHECK_FIELDS:
+            parts.setdefault(base_name(s.field), set()).update(s.stores)
+    split = {f: hs for f, hs in parts.items() if len(hs) > 1}
+    if not split:
+        return ""
+    return "torn fields: " + "; ".join(
+        f"{f} from {' and '.join(ctx.store(h) for h in sorted(hs))}" for f, hs in split.items()
+    )
+
+
+def _tsc_story(ctx: Context, read: Read, mine: list[LoadSource]) -> str:
+    """When the read's TSC is older than the stores its loads read: the delta it computes
+    from them is negative (and wraps), whatever the check says."""
+    tscs = [op for op in read.ops if op.kind in ("rdtsc", "rdtscp")]
+    stored = [
+        (ctx.run.host[s.source].t, s.field)
+        for s in mine
+        if s.source != BOOT and member(s.field) not in CHECK_FIELDS
+    ]
+    if not tscs or not stored:
+        return ""
+    t_store, name = max(stored)
+    tsc = tscs[-1]
+    if tsc.t > t_store:
+        return ""
+    return (
+        f"its TSC read at t={tsc.t} ({tsc.arg:#x}) predates host step t={t_store}, whose "
+        f"{name} it loaded: the record is newer than the TSC it is applied to"
     )

@@ -28,10 +28,11 @@ class Load:
     value: int
     #: The host steps (logical times) its bytes came from, -1 for boot, latest last.
     stores: tuple[int, ...]
-    #: The store as people read it: `host step t=4 (vcpu0.tsc_timestamp ...)` or `boot`.
+    #: The store as people read it: `host t=4` or `boot`, and what that host step did.
     store: str
     torn: bool
     source: str = ""
+    label: str = ""
 
 
 class Context:
@@ -49,10 +50,12 @@ class Context:
         self.lines = lines if lines is not None else read_lines(path=self.image.path)
 
     def store(self, h: int) -> str:
-        if h == BOOT:
-            return "boot"
-        ev = self.run.host[h]
-        return f"host step t={ev.t} ({ev.step.label})"
+        """`host t=4` for the host step at index `h` of the run, `boot` for BOOT."""
+        return "boot" if h == BOOT else f"host t={self.run.host[h].t}"
+
+    def label(self, h: int) -> str:
+        """What the host step at index `h` did (`vcpu0.version 0x2 -> 0x4`)."""
+        return "boot image" if h == BOOT else self.run.host[h].step.label
 
     def load(self, s: LoadSource) -> Load:
         order = sorted(set(s.stores))
@@ -68,6 +71,7 @@ class Context:
             store,
             s.torn,
             self.lines.at(rel),
+            " + ".join(self.label(h) for h in order),
         )
 
 
@@ -102,7 +106,9 @@ def _odd_spans(ctx: Context, s: LoadSource) -> tuple[list[tuple[int, int]], list
     return spans, stored
 
 
-def _one_check(ctx: Context, first: LoadSource, last: LoadSource, mine: list[LoadSource]) -> str:
+def _one_check(
+    ctx: Context, first: LoadSource, last: LoadSource, mine: list[LoadSource]
+) -> list[str]:
     """Why the pair (`first`, `last`) of check loads did or did not stop the read."""
     vb = ctx.pages.value(first.addr, first.width, first.t)
     ve = ctx.pages.value(last.addr, last.width, last.t)
@@ -110,11 +116,11 @@ def _one_check(ctx: Context, first: LoadSource, last: LoadSource, mine: list[Loa
     seen = f"{name} read {vb} at t={first.t} and {ve} at t={last.t}"
     if member(name) == "tsc_sequence":
         if vb != ve or vb == 0:
-            return f"{seen}: the check saw it change or invalid (0)"
+            return [f"{seen}: the check saw it change or invalid (0)"]
         verdict = f"{seen}: unchanged and valid, so the check passed"
     else:
         if vb != ve or vb & 1:
-            return f"{seen}: the check saw it {'odd' if vb & 1 else 'change'} and retried"
+            return [f"{seen}: the check saw it {'odd' if vb & 1 else 'change'} and retried"]
         verdict = f"{seen}: even and unchanged, so the check passed"
     spans, stored = _odd_spans(ctx, first)
     if not stored:
@@ -130,13 +136,34 @@ def _one_check(ctx: Context, first: LoadSource, last: LoadSource, mine: list[Loa
         groups.setdefault(s.source, [])
         if s.field not in groups[s.source]:
             groups[s.source].append(s.field)
-    mixed = ""
-    if len(groups) > 1:
-        mixed = "; yet the loads between read " + "; ".join(
-            f"{', '.join(fs)} from {'boot' if h == BOOT else f'host step t={ctx.run.host[h].t}'}"
-            for h, fs in sorted(groups.items())
+    lines = [f"{verdict}: {why}"]
+    if any(member(s.field) in CHECK_FIELDS for s in body):
+        return lines  # an outer check (vdso_data's seq around the pvti's version): the
+        # inner one's line says what its loads read
+    whole = _published_with(ctx, body)
+    if whole is not None:
+        lines.append(f"the loads between them all hold the record as published {whole}")
+    elif len(groups) > 1:
+        lines.append(
+            "yet the loads between them match no published record: "
+            + "; ".join(f"{', '.join(fs)} from {ctx.store(h)}" for h, fs in sorted(groups.items()))
         )
-    return f"{verdict}: {why}{mixed}"
+    return lines
+
+
+def _published_with(ctx: Context, loads: list[LoadSource]) -> str | None:
+    """`at t=15` (or `at boot`) when every load's value is what the page held right after
+    one record was published; None when no publication explains them all (a torn read)."""
+    if not loads:
+        return None
+    times = sorted({tp for hist in ctx.run.history.values() for tp, _ in hist})
+    for tp in times:
+        if all(
+            ctx.pages.value(s.addr, s.width, tp + 1) == ctx.pages.value(s.addr, s.width, s.t)
+            for s in loads
+        ):
+            return "at boot" if tp < 0 else f"at t={tp}"
+    return None
 
 
 def check_story(ctx: Context, mine: list[LoadSource]) -> list[str]:
@@ -153,5 +180,5 @@ def check_story(ctx: Context, mine: list[LoadSource]) -> list[str]:
         if len(loads) < 2:
             out.append(f"{name} was read once (t={loads[0].t}): nothing compared it")
             continue
-        out.append(_one_check(ctx, loads[-2], loads[-1], mine))
+        out += _one_check(ctx, loads[-2], loads[-1], mine)
     return out

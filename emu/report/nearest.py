@@ -3,9 +3,8 @@ few decision points, that no oracle objects to; and what the explained read does
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from emu.engine.choice import Choice
 from emu.engine.executor import Executor
@@ -16,12 +15,20 @@ from emu.report.explain_parts import Context
 from emu.search.replay import Replay
 from emu.search.schedule import Schedule
 
-if TYPE_CHECKING:
-    from emu.report.explain import Nearest
-
 Choices = tuple[tuple[int, Choice], ...]
+#: Differing loads shown (the JSON has them all through `explain`'s loads).
+MAX_DIFFERENCES = 4
 #: How far a choice is moved, nearest first.
 MOVES = (1, -1, 2, -2, 3, -3)
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """The nearest passing schedule and what changes in the explained read."""
+
+    schedule: str
+    change: str
+    differences: tuple[str, ...]
 
 
 def candidates(choices: Choices) -> Iterator[tuple[Choices, str]]:
@@ -46,11 +53,6 @@ def _moved(choices: Choices, points: set[int], d: int) -> Iterator[tuple[Choices
         yield moved, f"{p}:{c.label} moved to {q}"
 
 
-def _what(store: str) -> str:
-    """A store's description without its time: the same store, one step later, is the same."""
-    return re.sub(r"t=-?\d+ ", "", store)
-
-
 def _compact(choices: Choices) -> str:
     return " ".join(f"{p}:{c.label}" for p, c in choices) or "(no preemption)"
 
@@ -59,8 +61,6 @@ def nearest_passing(
     schedule: Schedule, executor: Executor, run: Run, read: Read, ctx: Context
 ) -> Nearest | None:
     """The first candidate schedule that passes every oracle, with what differs."""
-    from emu.report.explain import Nearest
-
     for choices, change in candidates(tuple(schedule.choices)):
         try:
             other = executor.run(Replay(choices))
@@ -82,14 +82,21 @@ def _differences(ctx: Context, other: Run, read: Read) -> list[str]:
     octx = Context(ctx.executor, other, ctx.lines)
     mine = [ctx.load(s) for s in ctx.sources if s.read == read.label]
     theirs = [octx.load(s) for s in octx.sources if s.read == read.label]
+    valued: list[str] = []
+    stored: list[str] = []
     for a, b in zip(mine, theirs, strict=False):
         if a.field != b.field:
-            out.append(f"from t={b.t} it loads {b.field} where the finding loaded {a.field}")
+            valued.append(f"from t={b.t} it loads {b.field} where the finding loaded {a.field}")
             break
-        if (a.value, _what(a.store)) != (b.value, _what(b.store)):
-            out.append(
-                f"{a.field} (t={b.t}) = {b.value:#x} <- {b.store}, not {a.value:#x} <- {a.store}"
-            )
+        if (a.value, a.label) != (b.value, b.label):
+            line = f"{a.field} (t={b.t}) = {b.value:#x} <- {b.store}, not {a.value:#x} <- {a.store}"
+            (valued if a.value != b.value else stored).append(line)
+    # Loads whose value changed explain the pass; same value from another store only
+    # when nothing else differs.
+    shown = valued or stored
+    out += shown[:MAX_DIFFERENCES]
+    if len(shown) > MAX_DIFFERENCES:
+        out.append(f"... and {len(shown) - MAX_DIFFERENCES} more loads")
     if len(mine) != len(theirs):
         out.append(f"{len(theirs)} shared-page loads instead of {len(mine)}")
     return out
