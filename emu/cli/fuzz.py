@@ -333,10 +333,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from emu.report.trace import stream
 
     schedule, _, executor = _load_schedule(args.file, args.max_insns)
-    if args.watch:
-        return _watch(args.watch, schedule, executor)
     if args.svg or args.perfetto:
         _pictures(args, schedule, executor)
+    if args.watch:
+        return _watch(args.watch, schedule, executor)
     violations = stream(schedule, executor, sys.stdout.write, jsonl=args.jsonl)
     return 1 if violations else 0
 
