@@ -315,3 +315,11 @@ def test_an_entry_point_host_runs_and_a_broken_one_errs_only_when_used(installed
     err = _one_line_error(capsys)
     assert "'acme-broken' (entry point acme-hosts 0.3, acme_hosts.gone:Nothing)" in err
     assert "ModuleNotFoundError" in err and "reinstall" in err
+
+
+def test_disasm_takes_a_user_host_without_an_updates_parameter(capsys):
+    """`disasm --host` runs one quiescent read; a user's host need not have `updates`."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "myhost.py"
+    assert main(["disasm", "modern", "--host", f"{example}:JitterHost"]) == 0
+    out = capsys.readouterr().out
+    assert "vcpu0.version" in out

@@ -27,8 +27,13 @@ def _field(image: Image, rel: int) -> str:
 
 def observed_fields(image: Image, host: str = "kvm") -> dict[int, set[str]]:
     """Image-relative pc -> fields it read, from one quiescent run on one vCPU."""
+    from host_model.registry import host_class
+
+    # Quiescent where the host lets us say so: a user's host may have no `updates`.
+    cls, _ = host_class(host)
+    params = {"updates": 0} if any(p.name == "updates" for p in cls.params) else {}
     ex = Executor(
-        Scenario(image=image.name, host=host, host_params={"updates": 0}, vcpus=1, reads=1), image
+        Scenario(image=image.name, host=host, host_params=params, vcpus=1, reads=1), image
     )
     layout = ex.machine.layout
     spec = image.vdso_data
