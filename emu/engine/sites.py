@@ -70,6 +70,8 @@ class SiteHandlers:
             for addr, site in sorted(found.items())
         }
         self.hooked = len(hooked)
+        widths = self.ex.decider.widths
+        widths.update({a: s.mem.size for a, (s, _) in hooked.items() if s.mem is not None})
         on_site = {addr: self.bind(site, how) for addr, (site, how) in hooked.items()}
         if native and lane.library() is not None:
             return LaneBridge(m, hooked, on_site, self.ex.decider, self.ex.record_op)

@@ -17,6 +17,7 @@ _WHERE = {
     "random": "emu.search.random:RandomStrategy",
     "pct": "emu.search.pct:PctStrategy",
     "exhaustive": "emu.search.exhaustive:ExhaustiveStrategy",
+    "dpor": "emu.search.dpor:DporStrategy",
 }
 #: Every strategy name, the default first (the CLI's `--strategy` choices).
 STRATEGIES = tuple(_WHERE)
