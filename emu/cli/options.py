@@ -55,7 +55,8 @@ def check_search(args: argparse.Namespace) -> None:
     if args.max_schedules is not None:
         check_range("--max-schedules", args.max_schedules, 1, None)
     check_range("--depth", args.depth, 1, None)
-    check_range("--preemptions", args.preemptions, 0, None)
+    if args.preemptions is not None:
+        check_range("--preemptions", args.preemptions, 0, None)
 
 
 def add_cpu(p: argparse.ArgumentParser, what: str) -> None:

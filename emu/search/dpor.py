@@ -34,11 +34,19 @@ with every option, and a non-default action empties the sleep set.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
+from emu.errors import UsageError
+from emu.search import dpor_checkpoint
 from emu.search.dependence import Event
+from emu.search.dpor_checkpoint import Prefix
 from emu.search.dpor_sched import DporRun, Node, cost
 from emu.search.dpor_trace import Trace, canonical, initials, races
 from emu.search.strategy import RunOne, Settings, Strategy
 
+#: Executions between two checkpoint saves (a save costs about one execution).
+SAVE_EVERY = 64
 #: Stand-in event for an explored option of an action point (it has no event of its own).
 _ACTION = Event(-2, "action")
 
@@ -48,10 +56,23 @@ class DporStrategy(Strategy):
     #: Until done: the search is finite.
     default_budget = 10**12
 
-    def __init__(self, bound: int | None = None, *, label: str = "dpor") -> None:
+    def __init__(
+        self,
+        bound: int | None = None,
+        *,
+        label: str = "dpor",
+        checkpoint: Path | None = None,
+        prefix: Prefix = (),
+    ) -> None:
+        if bound is not None and bound < 0:
+            raise UsageError(f"--preemptions must be at least 0, not {bound}")
         super().__init__()
         self.bound = bound
         self.label = label
+        #: Where the frontier is saved and resumed from (None: nowhere).
+        self.checkpoint = checkpoint
+        #: The subtree explored: executions that start with these choices.
+        self.prefix = prefix
         self.executions = 0
         self.vcpus = 0
         self.blocked = 0
@@ -66,19 +87,64 @@ class DporStrategy(Strategy):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DporStrategy:
-        return cls(settings.preemptions)
+        return cls(settings.preemptions, checkpoint=settings.checkpoint)
 
     def explore(self, run_one: RunOne, budget: int) -> None:
+        if self.checkpoint is not None:
+            self._resume(self.checkpoint)
         try:
-            while self.executions < budget:
-                if not self.step(run_one):
+            while not self.complete and self.executions < budget:
+                more = self.step(run_one)
+                if self.checkpoint is not None and (not more or self.executions % SAVE_EVERY == 0):
+                    self._save(self.checkpoint)
+                if not more:
                     return
         finally:
             self._report(budget)
 
+    def _state(self) -> dict[str, object]:
+        return {
+            "bound": self.bound,
+            "prefix": [list(p) for p in self.prefix],
+            "executions": self.executions,
+            "vcpus": self.vcpus,
+            "blocked": self.blocked,
+            "redundant": self.redundant,
+            "complete": self.complete,
+            "classes": sorted(self.classes),
+        }
+
+    def _save(self, path: Path) -> None:
+        if not self.violated:
+            dpor_checkpoint.save(path, self._state(), self.path)
+
+    def _resume(self, path: Path) -> None:
+        """Continue from the checkpoint at `path`, if there is one."""
+        got = dpor_checkpoint.load(path)
+        if got is None:
+            return
+        doc, nodes = got
+        mine = self._state()
+        for key in ("bound", "prefix"):
+            if doc.get(key) != mine[key]:
+                raise UsageError(
+                    f"--checkpoint {path} was made with {key} {doc.get(key)!r}, not "
+                    f"{mine[key]!r}; use another file or delete it"
+                )
+        self.executions, self.vcpus = int(doc["executions"]), int(doc["vcpus"])
+        self.blocked, self.redundant = int(doc["blocked"]), int(doc["redundant"])
+        self.complete = bool(doc["complete"])
+        self.classes = {int(c) for c in doc["classes"]}
+        self.path = nodes
+        target = nodes[-1].t if nodes else 0
+        for n in nodes:
+            if not n.action and n.t < target and n.event is not None:
+                self.trace.append(n.event)
+        self.notes.append(f"{self.label}: resumed from {path} after {self.executions} executions")
+
     def step(self, run_one: RunOne) -> bool:
         """One run from the current path; False when the search is over (done or a hit)."""
-        sched = DporRun(self.path, self.bound, self.vcpus)
+        sched = DporRun(self.path, self.bound, self.vcpus, dict(self.prefix))
         res = run_one(sched)
         self.executions += 1
         self.vcpus = sched.vcpus or self.vcpus
@@ -109,16 +175,18 @@ class DporStrategy(Strategy):
             trace.append(e)
         events, hb, direct = trace.events, trace.hb, trace.direct
         if sched.blocked_at is None:
-            key = hash(canonical(events, hb))
+            form = repr(canonical(events, hb)).encode()
+            key = int.from_bytes(hashlib.blake2b(form, digest_size=8).digest(), "big")
             if key in self.classes:
                 self.redundant += 1
             self.classes.add(key)
         else:
             self.blocked += 1
         at = {n.t: n for n in self.path if not n.action}
+        floor = max((n.t for n in self.path if n.fixed), default=-1)
         for i, j in races(events, hb, direct, sched.fresh_t):
             node = at.get(i)
-            if node is None or node.point < 0:
+            if node is None or node.point < 0 or node.t <= floor:
                 continue
             found = initials(events, hb, i, j)
             have = {node.chosen, *node.backtrack, *node.explored}
@@ -137,6 +205,8 @@ class DporStrategy(Strategy):
         nodes = [m for m in self.path[:at] if not m.action]
         for k in range(len(nodes) - 1, 0, -1):
             m = nodes[k]
+            if m.fixed:
+                return
             if m.point < 0 or agent not in m.options or agent in m.spin:
                 continue
             if m.chosen == nodes[k - 1].chosen:

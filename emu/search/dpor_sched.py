@@ -50,6 +50,8 @@ class Node:
     explored: dict[int, Event] = field(default_factory=dict)
     #: Agents (or action options) still to explore here.
     backtrack: list[int] = field(default_factory=list)
+    #: Part of a fixed prefix (a subtree's root path): never backtracked to.
+    fixed: bool = False
 
     def pending(self) -> list[int]:
         """What is left to explore here."""
@@ -88,8 +90,16 @@ class DporRun(Scheduler):
 
     wants_info = True
 
-    def __init__(self, path: list[Node], bound: int | None, vcpus: int = 0) -> None:
+    def __init__(
+        self,
+        path: list[Node],
+        bound: int | None,
+        vcpus: int = 0,
+        fixed: dict[int, int] | None = None,
+    ) -> None:
         self.path = path
+        #: Decision point -> agent: the subtree's prefix, taken when first met.
+        self.fixed = fixed or {}
         self.vcpus = vcpus
         self.bound = bound
         self._by_point = {n.point: n for n in path if n.point >= 0}
@@ -205,6 +215,8 @@ class DporRun(Scheduler):
         )
         node = Node(info.t, point, agents, agents[0], self.preempt, self.prev, False)
         node.sleep, node.spin = self.sleep, spin
+        if point in self.fixed:
+            return self._fixed(node, agents)
         for k, a in enumerate(agents):
             if a in self.sleep or a in spin:
                 continue
@@ -219,6 +231,19 @@ class DporRun(Scheduler):
             return k
         self.blocked_at = info.t
         return 0
+
+    def _fixed(self, node: Node, agents: tuple[int, ...]) -> int:
+        """Take the prefix's choice at `node` (every option there belongs to a sibling)."""
+        a = self.fixed[node.point]
+        if a not in agents:
+            raise Nondeterminism(f"prefix choice {a} not offered at decision {node.point}")
+        node.chosen, node.fixed, node.sleep = a, True, {}
+        self.sleep = {}
+        self.path.append(node)
+        self._open = node
+        self.preempt += cost(node, a, self.vcpus)
+        self.prev = a
+        return agents.index(a)
 
     def _follow(self, node: Node, options: Options) -> int:
         if node.action:
