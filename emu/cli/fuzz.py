@@ -74,9 +74,11 @@ def _search_options(f: argparse.ArgumentParser) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument(
         "--strategy",
-        default="hypothesis",
+        default=STRATEGIES[0],
         choices=STRATEGIES,
-        help="hypothesis (default: shrinks, keeps a database), random, pct (probabilistic "
+        help="portfolio (default: a bounded dpor pass, then PCT and random rounds; replays "
+        "Hypothesis' database first), hypothesis (shrinks, keeps a database), random, pct "
+        "(probabilistic "
         "concurrency testing, see --depth), exhaustive (every interleaving up to "
         "--preemptions preemptions; without it, dpor) or dpor (every interleaving, one "
         "per equivalence class)",

@@ -13,6 +13,7 @@ from emu.search.strategy import Settings, Strategy
 
 #: Strategy name -> "module:class".
 _WHERE = {
+    "portfolio": "emu.search.portfolio:PortfolioStrategy",
     "hypothesis": "emu.search.hypothesis:HypothesisStrategy",
     "random": "emu.search.random:RandomStrategy",
     "pct": "emu.search.pct:PctStrategy",
