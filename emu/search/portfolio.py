@@ -4,10 +4,11 @@ comes about as fast as from the best single one, whichever that is for the scena
 Phases, each stopping at the first violation:
 1. replay: when Hypothesis' example database holds examples (failures an earlier run
    saved), Hypothesis runs first for a few schedules: it replays them before anything else;
-2. dpor, bound 1: a short pass over the interleavings with at most one preemption, one per
-   equivalence class (most catalog bugs are among its first few runs);
-3. PCT (depth 3) and random walks in alternating rounds of growing length, each round with
-   its own seed derived from the campaign's, until the budget is spent.
+2. rounds of growing length (4, 8, 16, ... runs, up to a cap), each round giving the same
+   number of runs to random walks, to PCT (depth 3) and to `dpor` with preemption bound 2
+   (one search, resumed round after round until it has covered its bound). Whichever
+   strategy is fastest on the scenario finds the bug within about three times its own
+   number of runs, and the cheap strategies come first in each round.
 
 Same seed, same runs: every phase is deterministic.
 """
@@ -24,11 +25,11 @@ from emu.search.strategy import Result, RunOne, Settings, Strategy
 
 #: Schedules the replay phase may take (the database's examples come first).
 REPLAY_RUNS = 32
-#: Schedules of the bounded dpor pass.
-DPOR_RUNS = 64
-#: The first PCT / random round's length; each round doubles it (up to the cap).
-ROUND = 32
-ROUND_CAP = 4096
+#: The dpor part's preemption bound (every catalog bug is within it).
+DPOR_BOUND = 2
+#: The first round's runs per strategy; each round doubles it (up to the cap).
+ROUND = 4
+ROUND_CAP = 1024
 
 
 class PortfolioStrategy(Strategy):
@@ -56,28 +57,37 @@ class PortfolioStrategy(Strategy):
             if self._has_examples():
                 from emu.search.hypothesis import HypothesisStrategy
 
-                self._phase(
-                    "replay",
-                    HypothesisStrategy(self.seed, self.database),
-                    run_one,
-                    min(REPLAY_RUNS, budget),
-                )
-            if not self.hit:
-                self._phase("dpor", DporStrategy(1), run_one, min(DPOR_RUNS, budget - self.runs))
+                replay = HypothesisStrategy(self.seed, self.database)
+                self._phase("replay", replay, run_one, min(REPLAY_RUNS, budget))
+            dpor = DporStrategy(DPOR_BOUND)
             size, k = ROUND, 0
             while not self.hit and self.runs < budget:
                 seed = self.seed * 1_000_003 + k
-                strat: Strategy = (
-                    PctStrategy(seed, self.depth, self.agents)
-                    if k % 2 == 0
-                    else RandomStrategy(seed)
-                )
-                self._phase(strat.name, strat, run_one, min(size, budget - self.runs))
                 k += 1
-                if k % 2 == 0:
-                    size = min(size * 2, ROUND_CAP)
+                walks = RandomStrategy(seed)
+                self._phase("random", walks, run_one, min(size, budget - self.runs))
+                pct = PctStrategy(seed, self.depth, self.agents)
+                if not self.hit:
+                    self._phase("pct", pct, run_one, min(size, budget - self.runs))
+                if not self.hit and not dpor.complete:
+                    self._dpor(dpor, run_one, min(size, budget - self.runs))
+                size = min(size * 2, ROUND_CAP)
         finally:
             self._report()
+
+    def _dpor(self, dpor: DporStrategy, run_one: RunOne, n: int) -> None:
+        """`n` more runs of the one dpor search."""
+
+        def counted(s: Scheduler) -> Result:
+            res = run_one(s)
+            self.runs += 1
+            self.phases["dpor"] = self.phases.get("dpor", 0) + 1
+            self.hit = self.hit or res.hit
+            return res
+
+        for _ in range(n):
+            if not dpor.step(counted):
+                return
 
     def _phase(self, name: str, strat: Strategy, run_one: RunOne, budget: int) -> None:
         if budget <= 0:
