@@ -5,10 +5,10 @@ Phases, each stopping at the first violation:
 1. replay: when Hypothesis' example database holds examples (failures an earlier run
    saved), Hypothesis runs first for a few schedules: it replays them before anything else;
 2. rounds of growing length (4, 8, 16, ... runs, up to a cap), each round giving the same
-   number of runs to random walks, to PCT (depth 3) and to `dpor` with preemption bound 2
-   (one search, resumed round after round until it has covered its bound). Whichever
-   strategy is fastest on the scenario finds the bug within about three times its own
-   number of runs, and the cheap strategies come first in each round.
+   number of runs to random walks (the walks `random` makes with the same seed, continued
+   round after round), to `dpor` with preemption bound 2 (one search, resumed round after
+   round until it has covered its bound) and to PCT (depth 3). Whichever strategy is
+   fastest on the scenario finds the bug within about three times its own number of runs.
 
 Same seed, same runs: every phase is deterministic.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from emu.engine.scheduler import Scheduler
 from emu.search.dpor import DporStrategy
 from emu.search.pct import PctStrategy
-from emu.search.random import RandomStrategy
+from emu.search.random import RandomStrategy, RandomWalk
 from emu.search.strategy import Result, RunOne, Settings, Strategy
 
 #: Schedules the replay phase may take (the database's examples come first).
@@ -60,17 +60,18 @@ class PortfolioStrategy(Strategy):
                 replay = HypothesisStrategy(self.seed, self.database)
                 self._phase("replay", replay, run_one, min(REPLAY_RUNS, budget))
             dpor = DporStrategy(DPOR_BOUND)
-            size, k = ROUND, 0
+            size, k, walk = ROUND, 0, 0
             while not self.hit and self.runs < budget:
-                seed = self.seed * 1_000_003 + k
-                k += 1
-                walks = RandomStrategy(seed)
-                self._phase("random", walks, run_one, min(size, budget - self.runs))
-                pct = PctStrategy(seed, self.depth, self.agents)
-                if not self.hit:
-                    self._phase("pct", pct, run_one, min(size, budget - self.runs))
+                # The same walks `random` makes with this seed, continued round after round.
+                n = min(size, budget - self.runs)
+                self._phase("random", _Walks(self.seed, walk), run_one, n)
+                walk += n
                 if not self.hit and not dpor.complete:
                     self._dpor(dpor, run_one, min(size, budget - self.runs))
+                pct = PctStrategy(self.seed * 1_000_003 + k, self.depth, self.agents)
+                k += 1
+                if not self.hit:
+                    self._phase("pct", pct, run_one, min(size, budget - self.runs))
                 size = min(size * 2, ROUND_CAP)
         finally:
             self._report()
@@ -110,3 +111,16 @@ class PortfolioStrategy(Strategy):
         self.stats.update({"runs": self.runs, "phases": dict(self.phases)})
         done = ", ".join(f"{name} {n}" for name, n in self.phases.items()) or "none"
         self.notes.append(f"portfolio: runs per phase: {done}")
+
+
+class _Walks(RandomStrategy):
+    """`random`'s walks from number `start` on (walk i is seeded as `random` seeds it)."""
+
+    def __init__(self, seed: int, start: int) -> None:
+        super().__init__(seed)
+        self.start = start
+
+    def explore(self, run_one: RunOne, budget: int) -> None:
+        for i in range(self.start, self.start + budget):
+            if run_one(RandomWalk(self.seed * 1_000_003 + i, self.preempt)).hit:
+                return
