@@ -267,3 +267,19 @@ def test_checkpoint_survives_sigkill_and_resumes_to_the_same_count(tmp_path):
     resumed = json.loads(_verify(ck, tmp_path).communicate(timeout=600)[0])["stats"]
     for key in ("executions", "classes", "blocked", "redundant", "complete"):
         assert resumed[key] == whole[key], key
+
+
+# --- the default portfolio -----------------------------------------------------------------
+
+
+def test_portfolio_is_the_default_and_deterministic():
+    from emu.search.registry import STRATEGIES
+
+    assert STRATEGIES[0] == "portfolio"
+    runs = []
+    for _ in range(2):
+        c = Campaign(Scenario(image="bug-no-odd-check", host="kvm"))
+        out = c.fuzz(strategy="portfolio", seed=3, max_schedules=2000)
+        assert out.verdict == "violation"
+        runs.append((out.first_hit[0], out.finding.schedule.compact(), out.stats["phases"]))
+    assert runs[0] == runs[1]
