@@ -9,7 +9,7 @@ used as bitsets (bit k: the event at t = k).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from emu.engine.run import Op, Read
 from emu.search.dependence import HOST, Event, dependent
@@ -161,18 +161,3 @@ def canonical(events: list[Event], hb: list[int]) -> tuple[Event, ...]:
                     heads[a] = at + 1
                     break
     return tuple(out)
-
-
-def sources(events: Iterable[tuple[int, Event]], host_writes: list[tuple[int, Event]]) -> list[int]:
-    """For each load event: the time of the latest host step before it that wrote one of its
-    bytes (-1: the boot image)."""
-    out = []
-    for t, e in events:
-        src = -1
-        for ht, h in host_writes:
-            if ht >= t:
-                break
-            if any(s < e.hi and e.lo < w for s, w in h.writes):
-                src = ht
-        out.append(src)
-    return out
