@@ -283,3 +283,12 @@ def test_portfolio_is_the_default_and_deterministic():
         assert out.verdict == "violation"
         runs.append((out.first_hit[0], out.finding.schedule.compact(), out.stats["phases"]))
     assert runs[0] == runs[1]
+
+
+def test_checkpoint_with_another_strategy_is_bad_input(tmp_path, capsys):
+    from emu.cli import main
+
+    argv = ["fuzz", "--image", "modern", "--strategy", "random", "--no-db"]
+    rc = main(argv + ["--checkpoint", str(tmp_path / "ck.json"), "--out", str(tmp_path)])
+    assert rc == 2
+    assert "--checkpoint" in capsys.readouterr().err
