@@ -13,15 +13,15 @@ same agent are always ordered (program order). Two events of different agents ar
 2. a host control step and any operation of a task on a vCPU it affects: parking or
    resuming that vCPU (which disables or enables the task) or retuning its TSC;
 3. a task's TSC read (`rdtsc`, `rdtscp`) or syscall (the fallback returns the model's true
-   time) and every host step: the consistent and contract oracles judge a value against
-   the record current at the instant of the TSC read, so its place among publications is
-   observable; and a host plans a new record (tsc_timestamp, system_time) from the time
-   just after its update's opening store, so a TSC read before that store and a
-   tsc_timestamp read after it wrap to a wild delta, which the same loads with the TSC
-   read after the opening do not (tests/test_dpor.py found this against brute force).
-   Only the host's order matters, not what a step writes, so every host step is
-   dependent with every clock read (`rdpid`'s value is the vCPU number, which only rule
-   2's steps and migrations change);
+   time) and every host step that stores or publishes: the consistent and contract
+   oracles judge a value against the record current at the instant of the TSC read, so
+   its place among publications is observable; and a host plans a new record
+   (tsc_timestamp, system_time) from the time just after its update's opening store, so a
+   TSC read before that store with a tsc_timestamp read after it wraps to a wild delta,
+   which the same loads with the TSC read after the opening do not (tests/test_dpor.py
+   found this against brute force). Parking, resuming or retuning another vCPU changes
+   neither (`rdpid`'s value is the vCPU number, which only rule 2's steps and migrations
+   change);
 4. two clock observations (TSC reads, syscalls) of different tasks: the monotonic oracle
    compares values, and which of two clock observations came later in real time decides
    which value should be larger;
@@ -112,7 +112,7 @@ def _task_host(task: Event, host: Event) -> bool:
     if task.kind == "load":
         lo, hi = task.lo, task.hi
         return any(s < hi and lo < e for s, e in host.writes)
-    return task.clock
+    return task.clock and (bool(host.writes) or host.publishes)
 
 
 def dependent(a: Event, b: Event) -> bool:
