@@ -30,7 +30,8 @@ def test_bench_quick_json_has_the_keys():
         assert key in d
     assert d["quick"] is True
     tp = d["throughput"]
-    assert set(tp["strategies"]) == {"hypothesis", "random", "pct", "exhaustive"}
+    names = {"portfolio", "hypothesis", "random", "pct", "exhaustive", "dpor"}
+    assert set(tp["strategies"]) == names
     for v in tp["strategies"].values():
         assert v["schedules_per_s"] > 0
     assert tp["stepping_ratio"] > 1
@@ -44,7 +45,7 @@ def test_bench_quick_json_has_the_keys():
     for b in d["bugs"]:
         if b.get("skipped"):
             continue
-        assert set(b["strategies"]) == {"hypothesis", "random", "pct", "exhaustive"}
+        assert set(b["strategies"]) == names
         for v in b["strategies"].values():
             assert {"found", "median_first_s", "median_schedules", "shrunk"} <= set(v)
     kvm = [e for e in d["exhaustive"] if e["host"] == "kvm"]

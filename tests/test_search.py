@@ -240,7 +240,7 @@ def test_hypothesis_target_score_is_the_regression_size():
 
 
 def test_every_strategy_dispatches_and_reports_first_hit():
-    assert set(STRATEGIES) == {"hypothesis", "random", "pct", "exhaustive"}
+    assert set(STRATEGIES) == {"portfolio", "hypothesis", "random", "pct", "exhaustive", "dpor"}
     for name in STRATEGIES:
         out = campaign("bug-no-retry").fuzz(strategy=name, seed=0, max_schedules=300)
         assert out.verdict == "violation", name

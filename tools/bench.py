@@ -565,7 +565,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=None, help="seeds per bug and strategy (5)")
     p.add_argument("--no-native", action="store_true", help="skip the native comparison")
     p.add_argument("--native-timeout", type=float, default=None, help="seconds (60)")
-    a = p.parse_args(argv)
+    p.add_argument("--dpor", action="store_true", help="only the dpor tables (tools/bench_dpor.py)")
+    a, rest = p.parse_known_args(argv)
+    if a.dpor:
+        import bench_dpor
+
+        return bench_dpor.main(rest + (["--json"] if a.json else []))
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     quick = a.quick
     seeds = a.seeds or (1 if quick else 5)
     budget = 300 if quick else 10_000

@@ -93,11 +93,14 @@ def _search_options(f: argparse.ArgumentParser) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument(
         "--strategy",
-        default="hypothesis",
+        default=STRATEGIES[0],
         choices=STRATEGIES,
-        help="hypothesis (default: shrinks, keeps a database), random, pct (probabilistic "
-        "concurrency testing, see --depth) or exhaustive (every interleaving up to "
-        "--preemptions preemptions)",
+        help="portfolio (default: a bounded dpor pass, then PCT and random rounds; replays "
+        "Hypothesis' database first), hypothesis (shrinks, keeps a database), random, pct "
+        "(probabilistic "
+        "concurrency testing, see --depth), exhaustive (every interleaving up to "
+        "--preemptions preemptions; without it, dpor) or dpor (every interleaving, one "
+        "per equivalence class)",
     )
     f.add_argument(
         "--max-schedules",
@@ -109,8 +112,17 @@ def _search_options(f: argparse.ArgumentParser) -> None:
     f.add_argument(
         "--preemptions",
         type=int,
-        default=2,
-        help="exhaustive: the preemption bound, 0 or more (default 2)",
+        default=None,
+        help="exhaustive, dpor: the preemption bound, 0 or more (default: none, every "
+        "interleaving)",
+    )
+    f.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="dpor (and unbounded exhaustive): save the exploration frontier to FILE and "
+        "resume from it when it exists",
     )
 
 
@@ -140,13 +152,14 @@ def _progress(count: int, budget: int) -> None:
 
 
 def _strategy_detail(args: argparse.Namespace) -> str:
-    if args.strategy == "exhaustive":
-        what = f", preemption bound {args.preemptions}"
+    if args.strategy in ("exhaustive", "dpor"):
+        bound = args.preemptions
+        what = ", no preemption bound" if bound is None else f", preemption bound {bound}"
     else:
         what = f", seed {args.seed}" + (f", depth {args.depth}" if args.strategy == "pct" else "")
     if args.max_schedules is not None:
         what += f", up to {args.max_schedules} schedules"
-    elif args.strategy != "exhaustive":
+    elif args.strategy not in ("exhaustive", "dpor"):
         what += ", up to 10000 schedules"
     return what
 
@@ -173,6 +186,7 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
         max_schedules=args.max_schedules,
         depth=args.depth,
         preemptions=args.preemptions,
+        checkpoint=args.checkpoint,
         database=db,
         progress=None if args.json else _progress,
     )

@@ -72,7 +72,14 @@ def check_search(args: argparse.Namespace) -> None:
     if args.max_schedules is not None:
         check_range("--max-schedules", args.max_schedules, 1, None)
     check_range("--depth", args.depth, 1, None)
-    check_range("--preemptions", args.preemptions, 0, None)
+    if args.preemptions is not None:
+        check_range("--preemptions", args.preemptions, 0, None)
+    unbounded = args.strategy == "exhaustive" and args.preemptions is None
+    if args.checkpoint is not None and args.strategy != "dpor" and not unbounded:
+        raise UsageError(
+            "--checkpoint saves a dpor search: use it with --strategy dpor (or exhaustive "
+            "without --preemptions)"
+        )
 
 
 def add_cpu(p: argparse.ArgumentParser, what: str) -> None:

@@ -32,7 +32,6 @@ SPECULATION = 16
 _KEY = 256
 
 _STAY: Options = (Stay(),)
-_NO_INFO = PointInfo()
 
 
 class Decider:
@@ -44,6 +43,9 @@ class Decider:
         self.host = vcpus
         self.agents: tuple[Choice, ...] = tuple(RunTask(i) for i in range(vcpus)) + (RunHost(),)
         self.pages = pages
+        #: Load site address -> the width of its load in bytes (filled by the site handlers;
+        #: only `PointInfo` reads it).
+        self.widths: dict[int, int] = {}
 
     def refresh(self, st: State) -> None:
         """Recompute who can run; called whenever a task finishes, a vCPU is parked or
@@ -131,7 +133,7 @@ class Decider:
         ]
         if not moves:
             return
-        k = self._ask(st, _STAY + tuple(moves), _NO_INFO if st.wants_info else None)
+        k = self._ask(st, _STAY + tuple(moves), self._action_info(st))
         if k:
             move = moves[k - 1]
             task = st.tasks[move.task]
@@ -155,7 +157,7 @@ class Decider:
             return t
         # Farthest back first: the earliest TSCs are the ones that can predate a record.
         options = tuple(SpeculativeTsc(k) for k in range(back, 0, -1))
-        k = self._ask(st, (SpeculativeTsc(0),) + options, _NO_INFO if st.wants_info else None)
+        k = self._ask(st, (SpeculativeTsc(0),) + options, self._action_info(st))
         return t - options[k - 1].back if k else t
 
     def _info(self, st: State) -> PointInfo:
@@ -169,8 +171,17 @@ class Decider:
                 for w in step.writes
             )
         task = st.running
-        if st.op is None or task is None:
-            return PointInfo(None, st.op, writes)
-        choice = self.agents[task.index]
-        assert isinstance(choice, RunTask)
-        return PointInfo(choice, st.op, writes)
+        choice: RunTask | None = None
+        if st.op is not None and task is not None:
+            agent = self.agents[task.index]
+            assert isinstance(agent, RunTask)
+            choice = agent
+        reads = tuple(t.read for t in st.tasks)
+        return PointInfo(choice, st.op, writes, st.t, st.run, reads, self.pages, self.widths)
+
+    def _action_info(self, st: State) -> PointInfo | None:
+        """The `PointInfo` of an action point: only the time and the run so far."""
+        if not st.wants_info:
+            return None
+        reads = tuple(t.read for t in st.tasks)
+        return PointInfo(None, None, None, st.t, st.run, reads, self.pages, self.widths)

@@ -12,10 +12,12 @@ The executor's decision maker (emu/engine/decisions.py) is the only caller of a 
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from emu.engine.choice import Options, RunTask
+from emu.engine.run import Read, Run
 
 #: `quiet_until` of a scheduler that never deviates again.
 NEVER = 1 << 62
@@ -35,6 +37,17 @@ class PointInfo:
     #: Address ranges [start, end) the host's next step writes; None when the host has no
     #: next step or the step does more than write (parks vCPUs, retunes a TSC).
     host_writes: tuple[tuple[int, int], ...] | None = None
+    #: The logical time the next event takes (-1: not told). Given at action points too.
+    t: int = -1
+    #: What ran before this point, for strategies that analyse the run as it goes
+    #: (dynamic partial-order reduction): the run so far (ended reads, host steps taken)
+    #: and each task's read in progress (None between reads). Live objects: read only.
+    run: Run | None = None
+    reads: tuple[Read | None, ...] = ()
+    #: Where the shared pages are (page name -> address) and how wide each load site's
+    #: load is (site address -> bytes): to turn the run's records into byte ranges.
+    pages: Mapping[str, int] = field(default_factory=dict)
+    widths: Mapping[int, int] = field(default_factory=dict)
 
     def host_commutes(self) -> bool:
         """Would the host's next step and the task's pending load touch disjoint bytes?"""

@@ -72,8 +72,9 @@ class SiteHandlers:
         }
         self.hooked = len(hooked)
         #: Load width at each hooked load's address: what `emu.engine.readsfrom` needs to
-        #: know which bytes a load read.
+        #: know which bytes a load read (and the decider tells schedulers that reduce).
         self.widths = {a: s.mem.size for a, (s, _) in hooked.items() if s.mem is not None}
+        self.ex.decider.widths.update(self.widths)
         on_site = {addr: self.bind(site, how) for addr, (site, how) in hooked.items()}
         if native and lane.library() is not None:
             return LaneBridge(m, hooked, on_site, self.ex.decider, self.ex.record_op)

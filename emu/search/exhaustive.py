@@ -1,5 +1,8 @@
 """`exhaustive`: every interleaving up to a preemption bound, by stateless DFS (loom-style).
 
+Without a bound (`Settings.preemptions` None, the CLI's default) `exhaustive` runs `dpor`
+(emu/search/dpor.py) instead, which verifies every interleaving.
+
 The executor is deterministic, so a run is fixed by the option taken at each decision
 point. The search re-executes the scenario once per interleaving: it follows a recorded
 prefix of choices, takes the default everywhere after it, and records the options offered
@@ -152,7 +155,13 @@ class ExhaustiveStrategy(Strategy):
         self.violated = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ExhaustiveStrategy:
+    def from_settings(cls, settings: Settings) -> Strategy:
+        """Bounded: this search. Without a bound: `dpor`, which covers every interleaving
+        with one execution per equivalence class (emu/search/dpor.py)."""
+        if settings.preemptions is None:
+            from emu.search.dpor import DporStrategy
+
+            return DporStrategy(None, label="exhaustive", checkpoint=settings.checkpoint)
         return cls(settings.preemptions)
 
     def _alternatives(self, options: Options, before: Walk, info: PointInfo) -> list[int]:

@@ -139,17 +139,24 @@ class Fuzzer:
         database: Path | None = None,
         progress: Progress | None = None,
         depth: int = 3,
-        preemptions: int = 2,
+        preemptions: int | None = 2,
+        checkpoint: Path | None = None,
     ) -> Outcome:
         """Run `strategy` until a violation or `max_schedules` runs (None: the strategy's
         default: `Strategy.default_budget`), then shrink the violation.
 
-        `depth` is PCT's bug depth d, `preemptions` exhaustive's preemption bound.
+        `depth` is PCT's bug depth d, `preemptions` exhaustive's and dpor's preemption bound
+        (None: none), `checkpoint` dpor's frontier file.
         """
         out = Outcome(self.scenario, strategy, seed)
         start = self._start = time.monotonic()
         strat = self.strategy(
-            strategy, seed=seed, database=database, depth=depth, preemptions=preemptions
+            strategy,
+            seed=seed,
+            database=database,
+            depth=depth,
+            preemptions=preemptions,
+            checkpoint=checkpoint,
         )
         budget = strat.default_budget if max_schedules is None else max_schedules
         try:
@@ -210,11 +217,12 @@ class Fuzzer:
         seed: int = 0,
         database: Path | None = None,
         depth: int = 3,
-        preemptions: int = 2,
+        preemptions: int | None = 2,
+        checkpoint: Path | None = None,
     ) -> Strategy:
         """The strategy called `name` (emu/search/registry.py), set up for this campaign's
         scenario."""
-        settings = Settings(seed, database, depth, preemptions, agents=self.scenario.vcpus + 1)
+        settings = Settings(seed, database, depth, preemptions, self.scenario.vcpus + 1, checkpoint)
         return make_strategy(name, settings)
 
     def _search(self, strat: Strategy, budget: int, progress: Progress | None) -> None:

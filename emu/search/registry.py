@@ -13,10 +13,12 @@ from emu.search.strategy import Settings, Strategy
 
 #: Strategy name -> "module:class".
 _WHERE = {
+    "portfolio": "emu.search.portfolio:PortfolioStrategy",
     "hypothesis": "emu.search.hypothesis:HypothesisStrategy",
     "random": "emu.search.random:RandomStrategy",
     "pct": "emu.search.pct:PctStrategy",
     "exhaustive": "emu.search.exhaustive:ExhaustiveStrategy",
+    "dpor": "emu.search.dpor:DporStrategy",
 }
 #: Every strategy name, the default first (the CLI's `--strategy` choices).
 STRATEGIES = tuple(_WHERE)

@@ -46,10 +46,12 @@ class Settings:
     database: Path | None = None
     #: PCT's bug depth d.
     depth: int = 3
-    #: Exhaustive's preemption bound.
-    preemptions: int = 2
+    #: Exhaustive's and dpor's preemption bound (None: none; exhaustive then runs dpor).
+    preemptions: int | None = 2
     #: Agents of the scenario (vCPU tasks and the host), for PCT's guarantee.
     agents: int = 3
+    #: dpor: the file its frontier is saved to and resumed from (None: none).
+    checkpoint: Path | None = None
 
 
 class Strategy:

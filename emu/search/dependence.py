@@ -1,0 +1,128 @@
+"""Dependence between visible operations: when swapping two of them can change what anyone
+observes (the relation dynamic partial-order reduction, emu/search/dpor.py, reduces by).
+
+An `Event` is one visible operation of a run, as far as dependence cares: a guest task's
+load (the bytes it reads), TSC/cpu read or syscall, or one host step (the bytes it writes,
+the vCPUs it parks, resumes or retunes, whether it publishes a record). Two events of the
+same agent are always ordered (program order). Two events of different agents are
+*dependent* when any of these holds:
+
+1. a task's load and a host step that writes at least one of the bytes the load reads
+   (guests only load: two loads never conflict, and the host is one agent, so two stores
+   are ordered by program order);
+2. a host control step and any operation of a task on a vCPU it affects: parking or
+   resuming that vCPU (which disables or enables the task) or retuning its TSC;
+3. a task's TSC read (`rdtsc`, `rdtscp`) or syscall (the fallback returns the model's true
+   time) and every host step that stores or publishes: the consistent and contract
+   oracles judge a value against the record current at the instant of the TSC read, so
+   its place among publications is observable; and a host plans a new record
+   (tsc_timestamp, system_time) from the time just after its update's opening store, so a
+   TSC read before that store with a tsc_timestamp read after it wraps to a wild delta,
+   which the same loads with the TSC read after the opening do not (tests/test_dpor.py
+   found this against brute force). Parking, resuming or retuning another vCPU changes
+   neither (`rdpid`'s value is the vCPU number, which only rule 2's steps and migrations
+   change);
+4. two clock observations (TSC reads, syscalls) of different tasks: the monotonic oracle
+   compares values, and which of two clock observations came later in real time decides
+   which value should be larger;
+5. the last operation of a read and the first operation of a read of another task: the
+   monotonic oracle compares two reads exactly when one ended before the other started.
+
+Logical time. The model's clock counts events, so an event's logical time moves when an
+independent event is swapped across it, and with it the TSC a clock read returns and the
+record a host plans (100 ns per step). Within an equivalence class, everything an oracle
+decides on keeps its shape: which store every load reads (1), which record is current at
+each clock read (3), the real-time order of clock observations (4) and of read boundaries
+(5) across tasks, the parked intervals (2); only the numeric distance between two clock
+observations changes, by at most the events moved across them. The accurate oracle's
+bound (1 ms by default) is ten thousand steps; a monotonic regression or an inconsistency
+smaller than the scenario's length in steps (tens of steps: a few microseconds) could be
+seen in one member of a class and not another. tests/test_dpor.py checks on small
+scenarios that the set of outcomes (each read's verdict and the store each load read)
+equals brute force's.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+#: The agent number of the host in an `Event` (tasks are 0, 1, ...).
+HOST = -1
+#: Op kinds that observe the clock (emu.engine.decode names).
+CLOCK_KINDS = frozenset({"rdtsc", "rdtscp", "syscall"})
+
+
+class Event(NamedTuple):
+    """One visible operation of a run, reduced to what dependence needs."""
+
+    agent: int
+    kind: str
+    #: The task's vCPU at the operation (-1 for a host step).
+    vcpu: int = -1
+    #: Bytes [lo, hi) a load reads (0, 0 otherwise).
+    lo: int = 0
+    hi: int = 0
+    #: The first / last visible operation of its read.
+    first: bool = False
+    last: bool = False
+    #: Host step: byte ranges written, vCPUs parked/resumed/retuned, publishes a record.
+    writes: tuple[tuple[int, int], ...] = ()
+    control: frozenset[int] = frozenset()
+    publishes: bool = False
+
+    @property
+    def clock(self) -> bool:
+        return self.kind in CLOCK_KINDS
+
+    def to_json(self) -> list[object]:
+        return [
+            self.agent,
+            self.kind,
+            self.vcpu,
+            self.lo,
+            self.hi,
+            self.first,
+            self.last,
+            [list(w) for w in self.writes],
+            sorted(self.control),
+            self.publishes,
+        ]
+
+    @classmethod
+    def from_json(cls, d: list[object]) -> Event:
+        a, kind, vcpu, lo, hi, first, last, writes, control, pub = d
+        assert isinstance(writes, list) and isinstance(control, list)
+        return cls(
+            int(str(a)),
+            str(kind),
+            int(str(vcpu)),
+            int(str(lo)),
+            int(str(hi)),
+            bool(first),
+            bool(last),
+            tuple((int(w[0]), int(w[1])) for w in writes),
+            frozenset(int(v) for v in control),
+            bool(pub),
+        )
+
+
+def _task_host(task: Event, host: Event) -> bool:
+    if task.vcpu in host.control:
+        return True
+    if task.kind == "load":
+        lo, hi = task.lo, task.hi
+        return any(s < hi and lo < e for s, e in host.writes)
+    return task.clock and (bool(host.writes) or host.publishes)
+
+
+def dependent(a: Event, b: Event) -> bool:
+    """Can swapping adjacent events `a` and `b` change what anyone observes?"""
+    if a.agent == b.agent:
+        return True
+    if a.agent == HOST:
+        return _task_host(b, a)
+    if b.agent == HOST:
+        return _task_host(a, b)
+    if a.clock and b.clock:
+        return True
+    return (a.last and b.first) or (a.first and b.last)

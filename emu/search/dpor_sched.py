@@ -1,0 +1,269 @@
+"""The scheduler of one `dpor` run and the exploration tree's nodes.
+
+A run follows the recorded choices of its prefix (the path down to the node being
+re-explored), then, in the fresh part, builds a `Node` per event as it goes: it keeps the
+sleep set (agents whose next event was already explored from an equivalent state and
+that nothing dependent has happened to since), never chooses a sleeping or spin-blocked
+agent (emu/search/dpor_spin.py), and keeps the preemption count when a bound is asked.
+When every agent it could choose is asleep (or over the bound) the run is *blocked*: it
+is redundant from there, finishes with default choices, and its rest is not analysed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from emu.engine.choice import Options, RunHost, RunTask, is_agent_point
+from emu.engine.run import Read, Run
+from emu.engine.scheduler import PointInfo, Scheduler
+from emu.search.dependence import HOST, Event, dependent
+from emu.search.dpor_spin import spinning
+from emu.search.dpor_trace import host_event, read_events
+
+
+class Nondeterminism(RuntimeError):
+    """A re-execution offered different options than the recorded one at the same point."""
+
+
+@dataclass
+class Node:
+    """One step of the exploration path: an event position (t) or an action point."""
+
+    #: Logical time of the event (action points: of the event they precede).
+    t: int
+    #: The decision point's number, -1 when the event was forced (one agent could run).
+    point: int
+    #: Agent nodes: the agents offered, in option order (tasks 0.., the host HOST).
+    #: Action nodes: the option count as range(n).
+    options: tuple[int, ...]
+    chosen: int
+    #: Preemptions before this node and the agent chosen at the previous agent decision.
+    preemptions: int = 0
+    prev: int | None = None
+    action: bool = False
+    sleep: dict[int, Event] = field(default_factory=dict)
+    spin: frozenset[int] = frozenset()
+    #: The chosen agent's event here in the latest run.
+    event: Event | None = None
+    #: Agents explored here before `chosen`, with their events (they sleep in later ones).
+    explored: dict[int, Event] = field(default_factory=dict)
+    #: Agents (or action options) still to explore here.
+    backtrack: list[int] = field(default_factory=list)
+    #: Part of a fixed prefix (a subtree's root path): never backtracked to.
+    fixed: bool = False
+
+    def pending(self) -> list[int]:
+        """What is left to explore here."""
+        return [
+            a
+            for a in self.backtrack
+            if a != self.chosen and a not in self.explored and a not in self.sleep
+        ]
+
+
+def agent_of(choice: object) -> int:
+    if isinstance(choice, RunTask):
+        return choice.task
+    assert isinstance(choice, RunHost)
+    return HOST
+
+
+def cost(node: Node, agent: int, vcpus: int) -> int:
+    """Preemptions that choosing `agent` at `node` adds (as `exhaustive` counts them: a
+    non-default choice while the previous agent could go on; switching away from a
+    spin-blocked agent is free where the executor's fairness rotation would go)."""
+    if node.action:
+        return 1 if agent else 0
+    if agent == node.options[0] or node.prev is None or node.prev not in node.options:
+        return 0
+    if node.prev in node.spin:
+        n = vcpus + 1
+        p = node.prev if node.prev >= 0 else vcpus
+        rot = min(node.options, key=lambda a: ((a if a >= 0 else vcpus) - p - 1) % n)
+        return 0 if agent == rot else 1
+    return 1
+
+
+class DporRun(Scheduler):
+    """Follows `path` (its last node's `chosen` is the new choice), then explores afresh."""
+
+    wants_info = True
+
+    def __init__(
+        self,
+        path: list[Node],
+        bound: int | None,
+        vcpus: int = 0,
+        fixed: dict[int, int] | None = None,
+    ) -> None:
+        self.path = path
+        #: Decision point -> agent: the subtree's prefix, taken when first met.
+        self.fixed = fixed or {}
+        self.vcpus = vcpus
+        self.bound = bound
+        self._by_point = {n.point: n for n in path if n.point >= 0}
+        last = path[-1] if path else None
+        #: Events from this time on are new (analysed here); before it, the prefix's.
+        self.fresh_t = last.t if last is not None else 0
+        self.sleep: dict[int, Event] = {}
+        self.preempt = 0
+        self.prev: int | None = None
+        if last is not None:
+            self._start_at(last)
+        self.events: dict[int, Event] = {}
+        #: The agent node whose event has not run yet (it is the next event).
+        self._open: Node | None = None
+        for n in reversed(path):
+            if n.t != self.fresh_t:
+                break
+            if not n.action:
+                self._open = n
+                break
+        self.blocked_at: int | None = None
+        self.run: Run | None = None
+        self._done_t = self.fresh_t
+        self._ended = 0
+        self._host = 0
+        self._pages: Mapping[str, int] = {}
+        self._widths: Mapping[int, int] = {}
+
+    def _start_at(self, node: Node) -> None:
+        """The sleep set and preemptions right after the re-chosen last node of the path."""
+        self.preempt = node.preemptions + cost(node, node.chosen, self.vcpus)
+        if node.action:
+            self.sleep = dict(node.sleep) if not node.chosen else {}
+            self.prev = node.prev
+        else:
+            self.sleep = {**node.sleep, **node.explored}
+            self.prev = node.chosen
+
+    # --- the run's events ------------------------------------------------------------
+
+    def catch_up(self, run: Run, reads: tuple[Read | None, ...], until: int) -> None:
+        """Take the events with fresh_t <= t < `until` into nodes and the sleep set."""
+        since = self._done_t
+        if until <= since:
+            return
+        got: list[tuple[int, Event]] = []
+        pages, widths = self._pages, self._widths
+        for r in run.reads[self._ended :]:
+            got += read_events(r, True, since, widths, pages)
+        self._ended = len(run.reads)
+        for live in reads:
+            if live is not None:
+                got += read_events(live, False, since, widths, pages)
+        for ev in run.host[self._host :]:
+            if ev.t >= since:
+                got.append((ev.t, host_event(ev.step, pages)))
+        self._host = len(run.host)
+        got.sort(key=lambda p: p[0])
+        for t, e in got:
+            if t >= until:
+                break
+            self._take(t, e)
+        self._done_t = until
+
+    def _take(self, t: int, e: Event) -> None:
+        self.events[t] = e
+        if self.bound is not None:
+            # Sleep sets and a preemption bound together lose classes whose only members
+            # within the bound are the pruned ones; bounded runs do without.
+            self.sleep = {}
+        if self.blocked_at is not None:
+            return
+        node = self._open
+        if node is None or node.t != t:
+            if e.agent in self.sleep:
+                # The only agent that could run is asleep: the rest is redundant.
+                self.blocked_at = t
+                return
+            node = Node(t, -1, (e.agent,), e.agent, self.preempt, self.prev, sleep=self.sleep)
+            self.path.append(node)
+        self._open = None
+        node.event = e
+        if self.sleep:
+            self.sleep = {q: s for q, s in self.sleep.items() if not dependent(s, e)}
+
+    def finish(self, run: Run) -> None:
+        """After the run: take its last events."""
+        self.run = run
+        self.catch_up(run, (), run.steps)
+
+    # --- decisions -------------------------------------------------------------------
+
+    def choose(self, point: int, options: Options, info: PointInfo | None) -> int:
+        assert info is not None and info.run is not None
+        self.run = info.run
+        self.vcpus = len(info.reads)
+        self._pages, self._widths = info.pages, info.widths
+        self.catch_up(info.run, info.reads, info.t)
+        node = self._by_point.get(point)
+        if node is not None:
+            return self._follow(node, options)
+        if self.blocked_at is not None:
+            return 0
+        if not is_agent_point(options):
+            return self._action(point, options, info.t)
+        agents = tuple(agent_of(o) for o in options)
+        spin = frozenset(
+            a
+            for a in agents
+            if a >= 0
+            and HOST in agents
+            and spinning(info.reads[a], info.run, info.pages, info.widths)
+        )
+        node = Node(info.t, point, agents, agents[0], self.preempt, self.prev, False)
+        node.sleep, node.spin = self.sleep, spin
+        if point in self.fixed:
+            return self._fixed(node, agents)
+        for k, a in enumerate(agents):
+            if a in self.sleep or a in spin:
+                continue
+            c = cost(node, a, self.vcpus)
+            if self.bound is not None and self.preempt + c > self.bound:
+                continue
+            node.chosen = a
+            self.path.append(node)
+            self._open = node
+            self.preempt += c
+            self.prev = a
+            return k
+        self.blocked_at = info.t
+        return 0
+
+    def _fixed(self, node: Node, agents: tuple[int, ...]) -> int:
+        """Take the prefix's choice at `node` (every option there belongs to a sibling)."""
+        a = self.fixed[node.point]
+        if a not in agents:
+            raise Nondeterminism(f"prefix choice {a} not offered at decision {node.point}")
+        node.chosen, node.fixed, node.sleep = a, True, {}
+        self.sleep = {}
+        self.path.append(node)
+        self._open = node
+        self.preempt += cost(node, a, self.vcpus)
+        self.prev = a
+        return agents.index(a)
+
+    def _follow(self, node: Node, options: Options) -> int:
+        if node.action:
+            if len(options) != len(node.options):
+                raise Nondeterminism(f"decision {node.point} offered {len(options)} options")
+            return node.chosen
+        agents = tuple(agent_of(o) for o in options)
+        if agents != node.options:
+            raise Nondeterminism(
+                f"decision {node.point} offered agents {agents}, an earlier run with the same "
+                f"choices {node.options}: the executor is not deterministic"
+            )
+        return agents.index(node.chosen)
+
+    def _action(self, point: int, options: Options, t: int) -> int:
+        """An action point (migration, speculative TSC): every option is explored (within
+        the bound); a non-default action ends the sleep set (it can change any task)."""
+        node = Node(t, point, tuple(range(len(options))), 0, self.preempt, self.prev, True)
+        node.sleep = self.sleep
+        if self.bound is None or self.preempt < self.bound:
+            node.backtrack = list(range(1, len(options)))
+        self.path.append(node)
+        return 0

@@ -1,0 +1,163 @@
+"""One run as a trace for dynamic partial-order reduction: its events, happens-before,
+reversible races, the initials of a reversal, and a canonical form of its class.
+
+The executor gives every visible operation and host step its own logical time t = 0, 1,
+..., so a run's events are a list indexed by t. Happens-before is the transitive closure of
+program order and dependence (emu/search/dependence.py); sets of events are Python ints
+used as bitsets (bit k: the event at t = k).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from emu.engine.run import Op, Read
+from emu.search.dependence import HOST, Event, dependent
+from host_model.base import HostStep
+
+
+def task_event(
+    op: Op, first: bool, last: bool, widths: Mapping[int, int], pages: Mapping[str, int]
+) -> Event:
+    """The event of a task's visible operation `op`."""
+    if op.kind == "load":
+        return Event(op.task, op.kind, op.vcpu, op.arg, op.arg + widths.get(op.pc, 8), first, last)
+    return Event(op.task, op.kind, op.vcpu, first=first, last=last)
+
+
+def host_event(step: HostStep, pages: Mapping[str, int]) -> Event:
+    """The event of a host step."""
+    writes = tuple(
+        (pages[w.page] + w.offset, pages[w.page] + w.offset + len(w.data)) for w in step.writes
+    )
+    control = step.park | step.unpark | frozenset(c.vcpu for c in step.tsc)
+    return Event(HOST, "host", writes=writes, control=control, publishes=bool(step.publish))
+
+
+def read_events(
+    read: Read, ended: bool, since: int, widths: Mapping[int, int], pages: Mapping[str, int]
+) -> Iterator[tuple[int, Event]]:
+    """(t, event) of `read`'s operations at or after `since`; `ended`: its last is final."""
+    ops = read.ops
+    n = len(ops)
+    i = n
+    while i > 0 and ops[i - 1].t >= since:
+        i -= 1
+    for k in range(i, n):
+        yield ops[k].t, task_event(ops[k], k == 0, ended and k == n - 1, widths, pages)
+
+
+class Trace:
+    """The events of the current run with happens-before, kept across runs: the next run
+    shares the prefix before its first new event, so only the new events are added.
+
+    For each event: `hb[k]`, the bitset of events that happen before it, and `direct[k]`,
+    its direct predecessors (program order and dependence, earlier events only).
+    """
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.hb: list[int] = []
+        self.direct: list[list[int]] = []
+
+    def truncate(self, n: int) -> None:
+        del self.events[n:], self.hb[n:], self.direct[n:]
+
+    def append(self, e: Event) -> None:
+        events = self.events
+        j = len(events)
+        preds: list[int] = []
+        po = -1
+        for k in range(j - 1, -1, -1):
+            if events[k].agent == e.agent:
+                po = k
+                break
+        for k, other in enumerate(events):
+            if other.agent != e.agent and _maybe(other, e) and dependent(other, e):
+                preds.append(k)
+        if po >= 0:
+            preds.append(po)
+        mask = 0
+        hb = self.hb
+        for k in preds:
+            mask |= hb[k] | (1 << k)
+        events.append(e)
+        hb.append(mask)
+        self.direct.append(preds)
+
+
+def _maybe(a: Event, b: Event) -> bool:
+    """A cheap necessary condition for dependence of different agents' events."""
+    if a.agent == HOST or b.agent == HOST:
+        return True
+    return a.first or a.last or b.first or b.last or (a.clock and b.clock)
+
+
+def happens_before(events: list[Event]) -> tuple[list[int], list[list[int]]]:
+    """`hb` and `direct` (see `Trace`) of a whole list of events."""
+    tr = Trace()
+    for e in events:
+        tr.append(e)
+    return tr.hb, tr.direct
+
+
+def races(
+    events: list[Event], hb: list[int], direct: list[list[int]], since: int
+) -> Iterator[tuple[int, int]]:
+    """Reversible races (i, j), j >= `since`: dependent events of different agents where
+    i happens before j only through their direct dependence."""
+    for j in range(since, len(events)):
+        preds = direct[j]
+        aj = events[j].agent
+        for i in preds:
+            if events[i].agent == aj:
+                continue
+            others = 0
+            for k in preds:
+                if k != i:
+                    others |= hb[k] | (1 << k)
+            if not (others >> i) & 1:
+                yield i, j
+
+
+def initials(events: list[Event], hb: list[int], i: int, j: int) -> list[int]:
+    """The agents that can start v = notdep(e_i).e_j at the point before e_i: the first
+    event of each agent in v that nothing else in v happens before. e_j's agent first."""
+    v = [k for k in range(i + 1, j) if not (hb[k] >> i) & 1] + [j]
+    mask = 0
+    for k in v:
+        mask |= 1 << k
+    seen: set[int] = set()
+    out: list[int] = []
+    for k in v:
+        a = events[k].agent
+        if a in seen:
+            continue
+        seen.add(a)
+        if not hb[k] & mask:
+            out.append(a)
+    aj = events[j].agent
+    return sorted(out, key=lambda a: a != aj)
+
+
+def canonical(events: list[Event], hb: list[int]) -> tuple[Event, ...]:
+    """The class of the trace, as its lexicographically least linearisation (by agent, the
+    host first): two runs are equivalent exactly when these are equal."""
+    by_agent: dict[int, list[int]] = {}
+    for k, e in enumerate(events):
+        by_agent.setdefault(e.agent, []).append(k)
+    heads = {a: 0 for a in by_agent}
+    order = sorted(by_agent)
+    done = 0
+    out: list[Event] = []
+    for _ in events:
+        for a in order:
+            at = heads[a]
+            if at < len(by_agent[a]):
+                k = by_agent[a][at]
+                if not hb[k] & ~done:
+                    out.append(events[k])
+                    done |= 1 << k
+                    heads[a] = at + 1
+                    break
+    return tuple(out)

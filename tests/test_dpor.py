@@ -1,0 +1,295 @@
+"""`dpor`: dependence, soundness against brute force, spin-assume, catalog bugs, checkpoints
+and subtrees.
+
+Soundness is checked on scenarios where brute force (`exhaustive` without reduction)
+terminates: `bug-no-retry` (a reader with no retry loop: six loads and a TSC read, whose
+torn reads the oracles flag) and `modern`, 2 vCPUs x 1 read at bounds 1-3 and 3 vCPUs x 1
+read at bound 1. An outcome is each read's ending, the oracles that flag it, and which host
+step each of its loads read (by the step's index, which equivalent runs share).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from emu.engine.executor import Executor
+from emu.engine.run import Run
+from emu.engine.scenario import Scenario
+from emu.oracles import Violation
+from emu.search import catalog
+from emu.search.dependence import HOST, Event, dependent
+from emu.search.dpor import DporStrategy
+from emu.search.dpor_checkpoint import subtrees
+from emu.search.exhaustive import ExhaustiveStrategy
+from emu.search.fuzz import Campaign
+from emu.search.strategy import Result, Strategy
+
+ROOT = Path(__file__).resolve().parent.parent
+_EXECUTORS: dict[tuple[str, int], Executor] = {}
+
+Outcome = tuple[tuple[str, str, frozenset[str], frozenset[tuple[int, int]]], ...]
+
+
+def campaign(image: str, vcpus: int = 2) -> Campaign:
+    key = (image, vcpus)
+    if key not in _EXECUTORS:
+        sc = Scenario(image=image, host="kvm", host_params={"updates": 1}, vcpus=vcpus, reads=1)
+        _EXECUTORS[key] = Executor(sc)
+    ex = _EXECUTORS[key]
+    return Campaign(ex.scenario, ex)
+
+
+def outcome(run: Run, violations: list[Violation], pages: dict[str, int]) -> Outcome:
+    """Per read: label, ending, flagging oracles, and (load site, index of the host step
+    that last wrote the loaded address before the load; -1: the boot image)."""
+    writes = []
+    for k, e in enumerate(run.host):
+        ranges = [(pages[w.page] + w.offset, len(w.data)) for w in e.step.writes]
+        if ranges:
+            writes.append((e.t, k, ranges))
+    out = []
+    for r in run.reads:
+        srcs = set()
+        for op in r.ops:
+            if op.kind == "load":
+                src = -1
+                for t, k, ranges in writes:
+                    if t < op.t and any(lo <= op.arg < lo + n for lo, n in ranges):
+                        src = k
+                srcs.add((op.pc, src))
+        flagged = frozenset(v.oracle for v in violations if r.label in v.reads)
+        out.append((r.label, r.outcome, flagged, frozenset(srcs)))
+    return tuple(sorted(out))
+
+
+def outcomes(c: Campaign, strategy: Strategy) -> set[Outcome]:
+    pages = c.executor.machine.layout.pages
+    seen: set[Outcome] = set()
+
+    def run_one(s):
+        run, vs = c.run(s)
+        seen.add(outcome(run, vs, pages))
+        return Result(False, run.points)
+
+    strategy.explore(run_one, 10**9)
+    return seen
+
+
+def reads_from(found: set[Outcome]) -> set[tuple]:
+    return {tuple((label, end, srcs) for label, end, _, srcs in o) for o in found}
+
+
+def verdicts(found: set[Outcome]) -> set[frozenset]:
+    return {frozenset((label, o) for label, _, flagged, _ in run for o in flagged) for run in found}
+
+
+def flagged(found: set[Outcome]) -> set[tuple]:
+    return {(label, srcs, o) for run in found for label, _, f, srcs in run for o in f}
+
+
+# --- dependence ---------------------------------------------------------------------------
+
+
+def _load(task: int, lo: int, hi: int, **kw: bool) -> Event:
+    return Event(task, "load", task, lo, hi, **kw)
+
+
+def _host(writes=(), control=frozenset(), pub=False) -> Event:
+    return Event(HOST, "host", writes=tuple(writes), control=frozenset(control), publishes=pub)
+
+
+def test_loads_conflict_only_with_overlapping_host_stores():
+    store = _host([(8, 16)])
+    assert dependent(_load(0, 8, 16), store)
+    assert dependent(store, _load(1, 12, 13))
+    assert not dependent(_load(0, 0, 4), store)
+    assert not dependent(_load(0, 16, 24), store)
+    assert not dependent(_load(0, 8, 16), _load(1, 8, 16))  # loads never conflict
+
+
+def test_control_steps_conflict_with_their_vcpus_ops():
+    park = _host(control={1})
+    assert dependent(_load(1, 100, 104), park)
+    assert not dependent(_load(0, 100, 104), park)
+    assert dependent(Event(1, "rdpid", 1), park)
+    assert not dependent(Event(0, "rdpid", 0), park)
+
+
+def test_clock_reads_conflict_with_host_steps_and_each_other():
+    assert dependent(Event(0, "rdtsc", 0), _host([(8, 16)]))
+    assert dependent(Event(0, "syscall", 0), _host(pub=True))
+    assert not dependent(Event(0, "rdtsc", 0), _host(control={1}))
+    assert dependent(Event(0, "rdtsc", 0), Event(1, "rdtscp", 1))
+    assert not dependent(Event(0, "rdtsc", 0), _load(1, 0, 4))
+
+
+def test_read_boundaries_conflict_across_tasks():
+    assert dependent(_load(0, 0, 4, last=True), _load(1, 0, 4, first=True))
+    assert dependent(_load(0, 0, 4, first=True), _load(1, 0, 4, last=True))
+    assert not dependent(_load(0, 0, 4, first=True), _load(1, 0, 4, first=True))
+
+
+# --- soundness against brute force ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "vcpus", "bound"),
+    [
+        ("bug-no-retry", 2, 1),
+        ("bug-no-retry", 2, 2),
+        ("bug-no-retry", 2, 3),
+        ("bug-no-retry", 3, 1),
+        ("modern", 2, 1),
+        ("modern", 2, 2),
+    ],
+)
+def test_bounded_dpor_sees_what_brute_force_sees(image, vcpus, bound):
+    c = campaign(image, vcpus)
+    brute = outcomes(c, ExhaustiveStrategy(bound, reduce=False))
+    dpor = outcomes(c, DporStrategy(bound))
+    assert reads_from(dpor) == reads_from(brute)
+    assert verdicts(dpor) == verdicts(brute)
+    assert flagged(brute) <= flagged(dpor)
+    assert dpor <= brute  # nothing beyond the bound
+
+
+def test_unbounded_dpor_covers_brute_force_and_fewer_runs():
+    c = campaign("bug-no-retry")
+    brute = outcomes(c, ExhaustiveStrategy(2, reduce=False))
+    strat = DporStrategy(None)
+    dpor = outcomes(c, strat)
+    assert reads_from(brute) <= reads_from(dpor)
+    assert flagged(brute) <= flagged(dpor)
+    assert strat.complete and strat.redundant == 0
+    assert "verified: every interleaving" in strat.notes[-1]
+
+
+def test_spin_assume_makes_unbounded_seqlock_verification_finite():
+    # One vCPU that stays in guest mode during the update: the reader spins on the odd
+    # version for as long as the host lets it, which without spin-assume has no end.
+    sc = Scenario(image="modern", host="kvm", host_params={"park": 0}, vcpus=1, reads=1)
+    c = Campaign(sc)
+    out = c.fuzz(strategy="dpor", max_schedules=100_000, preemptions=None)
+    assert out.verdict == "pass"
+    assert out.stats["complete"] and out.stats["bound"] == "none"
+    # Every read returned: no attempt spun for ever.
+    assert out.stats["classes"] + out.stats["blocked"] == out.stats["executions"]
+
+
+def test_exhaustive_without_a_bound_runs_dpor():
+    out = campaign("bug-no-retry").fuzz(strategy="exhaustive", preemptions=None)
+    assert out.verdict == "violation"
+    assert out.notes[0].startswith("exhaustive: violation after")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [e.name for e in catalog.load() if e.expect == catalog.VIOLATION],
+)
+def test_dpor_finds_every_catalog_bug(name):
+    entry = next(e for e in catalog.load() if e.name == name)
+    out = Campaign(entry.scenario).fuzz(strategy="dpor", max_schedules=5000, preemptions=2)
+    assert out.verdict == "violation"
+    assert out.finding is not None
+    run, vs = Campaign(entry.scenario).replay(out.finding.schedule.choices)
+    assert any(v.oracle == out.finding.oracle for v in vs)  # the shrunk schedule replays
+
+
+# --- subtrees and checkpoints --------------------------------------------------------------
+
+
+def test_subtrees_cover_the_whole_search():
+    c = campaign("bug-no-retry")
+    whole = outcomes(c, DporStrategy(None))
+
+    def probe(s):
+        run, vs = c.run(s)
+        return Result(False, run.points)
+
+    prefixes = subtrees(probe, 2)
+    assert len(prefixes) >= 4
+    parts: set[Outcome] = set()
+    for p in prefixes:
+        parts |= outcomes(c, DporStrategy(None, prefix=p))
+    assert reads_from(parts) == reads_from(whole)
+    assert flagged(parts) == flagged(whole)
+
+
+def _verify(checkpoint: Path, out: Path) -> subprocess.Popen[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "emu",
+        "fuzz",
+        "--image",
+        "modern",
+        "--host",
+        "kvm",
+        "--param",
+        "park=0",
+        "--vcpus",
+        "1",
+        "--reads",
+        "2",
+        "--strategy",
+        "dpor",
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--no-db",
+        "--json",
+    ]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+
+
+def test_checkpoint_survives_sigkill_and_resumes_to_the_same_count(tmp_path):
+    full = _verify(tmp_path / "full.json", tmp_path)
+    whole = json.loads(full.communicate(timeout=600)[0])["stats"]
+    ck = tmp_path / "ck.json"
+    proc = _verify(ck, tmp_path)
+    deadline = time.monotonic() + 300
+    while not ck.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = json.loads(ck.read_text())
+    assert not saved["complete"] and saved["executions"] < whole["executions"]
+    resumed = json.loads(_verify(ck, tmp_path).communicate(timeout=600)[0])["stats"]
+    for key in ("executions", "classes", "blocked", "redundant", "complete"):
+        assert resumed[key] == whole[key], key
+
+
+# --- the default portfolio -----------------------------------------------------------------
+
+
+def test_portfolio_is_the_default_and_deterministic():
+    from emu.search.registry import STRATEGIES
+
+    assert STRATEGIES[0] == "portfolio"
+    runs = []
+    for _ in range(2):
+        c = Campaign(Scenario(image="bug-no-odd-check", host="kvm"))
+        out = c.fuzz(strategy="portfolio", seed=3, max_schedules=2000)
+        assert out.verdict == "violation"
+        runs.append((out.first_hit[0], out.finding.schedule.compact(), out.stats["phases"]))
+    assert runs[0] == runs[1]
+
+
+def test_checkpoint_with_another_strategy_is_bad_input(tmp_path, capsys):
+    from emu.cli import main
+
+    argv = ["fuzz", "--image", "modern", "--strategy", "random", "--no-db"]
+    rc = main(argv + ["--checkpoint", str(tmp_path / "ck.json"), "--out", str(tmp_path)])
+    assert rc == 2
+    assert "--checkpoint" in capsys.readouterr().err
