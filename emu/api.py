@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emu.errors import ScheduleError, UsageError
+from emu.search.registry import DEFAULT_STRATEGY
 
 if TYPE_CHECKING:  # the engine loads Unicorn: only when a function runs
     from emu.engine.executor import Executor
@@ -74,7 +75,7 @@ def fuzz(
     params: dict[str, Any] | None = None,
     vcpus: int = 2,
     reads: int = 2,
-    strategy: str = "hypothesis",
+    strategy: str = DEFAULT_STRATEGY,
     seed: int = 0,
     max_schedules: int | None = None,
     database: Path | None = None,

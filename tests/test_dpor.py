@@ -29,7 +29,7 @@ from emu.search.dependence import HOST, Event, dependent
 from emu.search.dpor import DporStrategy
 from emu.search.dpor_checkpoint import subtrees
 from emu.search.exhaustive import ExhaustiveStrategy
-from emu.search.fuzz import Campaign
+from emu.search.fuzz import Fuzzer
 from emu.search.strategy import Result, Strategy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,13 +38,13 @@ _EXECUTORS: dict[tuple[str, int], Executor] = {}
 Outcome = tuple[tuple[str, str, frozenset[str], frozenset[tuple[int, int]]], ...]
 
 
-def campaign(image: str, vcpus: int = 2) -> Campaign:
+def campaign(image: str, vcpus: int = 2) -> Fuzzer:
     key = (image, vcpus)
     if key not in _EXECUTORS:
         sc = Scenario(image=image, host="kvm", host_params={"updates": 1}, vcpus=vcpus, reads=1)
         _EXECUTORS[key] = Executor(sc)
     ex = _EXECUTORS[key]
-    return Campaign(ex.scenario, ex)
+    return Fuzzer(ex.scenario, ex)
 
 
 def outcome(run: Run, violations: list[Violation], pages: dict[str, int]) -> Outcome:
@@ -70,7 +70,7 @@ def outcome(run: Run, violations: list[Violation], pages: dict[str, int]) -> Out
     return tuple(sorted(out))
 
 
-def outcomes(c: Campaign, strategy: Strategy) -> set[Outcome]:
+def outcomes(c: Fuzzer, strategy: Strategy) -> set[Outcome]:
     pages = c.executor.machine.layout.pages
     seen: set[Outcome] = set()
 
@@ -176,7 +176,7 @@ def test_spin_assume_makes_unbounded_seqlock_verification_finite():
     # One vCPU that stays in guest mode during the update: the reader spins on the odd
     # version for as long as the host lets it, which without spin-assume has no end.
     sc = Scenario(image="modern", host="kvm", host_params={"park": 0}, vcpus=1, reads=1)
-    c = Campaign(sc)
+    c = Fuzzer(sc)
     out = c.fuzz(strategy="dpor", max_schedules=100_000, preemptions=None)
     assert out.verdict == "pass"
     assert out.stats["complete"] and out.stats["bound"] == "none"
@@ -196,10 +196,10 @@ def test_exhaustive_without_a_bound_runs_dpor():
 )
 def test_dpor_finds_every_catalog_bug(name):
     entry = next(e for e in catalog.load() if e.name == name)
-    out = Campaign(entry.scenario).fuzz(strategy="dpor", max_schedules=5000, preemptions=2)
+    out = Fuzzer(entry.scenario).fuzz(strategy="dpor", max_schedules=5000, preemptions=2)
     assert out.verdict == "violation"
     assert out.finding is not None
-    run, vs = Campaign(entry.scenario).replay(out.finding.schedule.choices)
+    run, vs = Fuzzer(entry.scenario).replay(out.finding.schedule.choices)
     assert any(v.oracle == out.finding.oracle for v in vs)  # the shrunk schedule replays
 
 
@@ -279,7 +279,7 @@ def test_portfolio_is_the_default_and_deterministic():
     assert STRATEGIES[0] == "portfolio"
     runs = []
     for _ in range(2):
-        c = Campaign(Scenario(image="bug-no-odd-check", host="kvm"))
+        c = Fuzzer(Scenario(image="bug-no-odd-check", host="kvm"))
         out = c.fuzz(strategy="portfolio", seed=3, max_schedules=2000)
         assert out.verdict == "violation"
         runs.append((out.first_hit[0], out.finding.schedule.compact(), out.stats["phases"]))

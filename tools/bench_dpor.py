@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from emu.engine.scenario import Scenario  # noqa: E402
 from emu.search import catalog  # noqa: E402
-from emu.search.fuzz import Campaign  # noqa: E402
+from emu.search.fuzz import Fuzzer  # noqa: E402
 from emu.search.registry import strategy_class  # noqa: E402
 
 SAMPLES = Path.home() / "vdso-samples"
@@ -44,7 +44,7 @@ SINGLE = ("dpor", "exhaustive", "random", "pct")
 
 
 def _verify_row(name: str, sc: Scenario, budget: int) -> dict[str, Any]:
-    c = Campaign(sc)
+    c = Fuzzer(sc)
     t = time.perf_counter()
     o = c.fuzz(strategy="dpor", preemptions=None, max_schedules=budget)
     s = o.stats
@@ -87,7 +87,7 @@ def reduction(bounds: tuple[int, ...] = (2, 3)) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"bound": b}
         for name in ("dpor", "exhaustive"):
             t = time.perf_counter()
-            o = Campaign(sc).fuzz(strategy=name, preemptions=b)
+            o = Fuzzer(sc).fuzz(strategy=name, preemptions=b)
             n = o.stats.get("executions", o.stats.get("interleavings"))
             row[name] = {"executions": n, "seconds": round(time.perf_counter() - t, 2)}
         row["ratio"] = round(row["dpor"]["executions"] / row["exhaustive"]["executions"], 3)
@@ -106,7 +106,7 @@ def bugs(seeds: int, budget: int, strategies: tuple[str, ...]) -> list[dict[str,
         for name in ("portfolio",) + strategies:
             firsts = []
             for seed in range(seeds):
-                o = Campaign(e.scenario).fuzz(strategy=name, seed=seed, max_schedules=budget)
+                o = Fuzzer(e.scenario).fuzz(strategy=name, seed=seed, max_schedules=budget)
                 if o.first_hit is not None:
                     firsts.append(o.first_hit[1])
             ok = len(firsts) * 2 > seeds

@@ -15,7 +15,7 @@ from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Scheduler
 from emu.errors import BAD_INPUT, InternalError
 from emu.oracles import Violation, judge
-from emu.search.registry import STRATEGIES, make_strategy
+from emu.search.registry import DEFAULT_STRATEGY, STRATEGIES, make_strategy
 from emu.search.replay import Replay
 from emu.search.schedule import Finding, Schedule
 from emu.search.shrink import shrink
@@ -133,7 +133,7 @@ class Fuzzer:
     def fuzz(
         self,
         *,
-        strategy: str = "hypothesis",
+        strategy: str = DEFAULT_STRATEGY,
         seed: int = 0,
         max_schedules: int | None = None,
         database: Path | None = None,

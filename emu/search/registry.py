@@ -22,6 +22,8 @@ _WHERE = {
 }
 #: Every strategy name, the default first (the CLI's `--strategy` choices).
 STRATEGIES = tuple(_WHERE)
+#: What `vdsofuzz fuzz`, `Fuzzer.fuzz` and `emu.api.fuzz` use when no strategy is named.
+DEFAULT_STRATEGY = STRATEGIES[0]
 
 
 def strategy_class(name: str) -> type[Strategy]:
