@@ -11,7 +11,15 @@ from typing import Any
 from emu.errors import ScheduleError, check_range
 from host_model.registry import make_host
 
-ORACLES = ("monotonic", "consistent", "accurate", "contract", "terminates", "no-fault")
+ORACLES = (
+    "monotonic",
+    "consistent",
+    "accurate",
+    "contract",
+    "terminates",
+    "no-fault",
+    "writer",
+)
 #: The machine gives every vCPU its own stack and TSC; beyond this it is only slower.
 MAX_VCPUS = 64
 #: Reads per task; the schedule space grows with every read, so more than this is a typo.
@@ -53,6 +61,9 @@ class Scenario:
     #: Real vDSOs: the guest kernel's timekeeping updates of `vdso_data` (its own seqlock),
     #: taken by the host agent before the host model's own steps.
     timekeeping: int = 0
+    #: A compiled host writer (bundled name or path) that stores the host's pvti updates
+    #: instead of the model's own store protocol ("" = the model's).
+    writer: str = ""
 
     def __post_init__(self) -> None:
         """Refuse values that make the scenario meaningless; every path that builds one (the
@@ -69,11 +80,17 @@ class Scenario:
         if bad:
             raise ScheduleError(f"unknown oracle {bad[0]!r}; choose from {', '.join(ORACLES)}")
         # The host and its parameters: a HostParamError names the host, parameter and range.
-        make_host(self.host, self.host_params)
+        host = make_host(self.host, self.host_params)
+        if self.writer and "pvclock" not in host.pages:
+            raise ScheduleError(
+                f"--writer stores pvti records; host {self.host!r} writes no pvclock page"
+            )
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["oracles"] = list(self.oracles)
+        if not self.writer:
+            del d["writer"]  # files without a writer stay as they were
         return d
 
     @classmethod

@@ -119,6 +119,9 @@ class _Recorder:
         steps = self.steps
         if kind == "host":
             ev: HostEvent = data
+            for line in getattr(ev.step, "insns", ()):  # a compiled writer's instructions
+                where, _, text = line.partition(": ")
+                steps.append(Step("writer", ev.t, "host", where=where, text=text))
             steps.append(Step("host", ev.t, "host", text=ev.step.label))
         elif kind == "read":
             r: Read = data
