@@ -11,7 +11,8 @@ The record is published with the writer's last store (what follows it is invisib
 The planned record is computed when the host model's rule says (`host_model.base`): the
 writer's stores before its first load of `next` cannot depend on it, so they are taken
 first (found by running the writer over a placeholder `next`), and the record is planned
-once they have been.
+once they have been. A writer that loads `next` before any store gets a step of its own
+first ("host calls the writer", no store): the record is planned once it has been taken.
 """
 
 from __future__ import annotations
@@ -129,6 +130,11 @@ class WriterRun:
             self.failed = True
             yield from probe
             return
+        if k == 0:
+            # It loads `next` before any store: the host calls it (and plans the record)
+            # at a step of its own, as the rule in `host_model.base` wants, not whenever
+            # this generator is asked for the update's first step.
+            yield WriterStep(f"vcpu{vcpu} host calls the writer")
         yield from probe[:k]
         steps, final = self.writer.steps(vcpu, old_b, plan().pack())
         if [s.writes for s in steps[:k]] != [s.writes for s in probe[:k]]:

@@ -5,7 +5,7 @@
  * wmb, the version is made even.  Each vCPU's record is updated on its own:
  * nothing orders the updates of different vCPUs' records.
  */
-#include "writer.h"
+#include "writer_common.h"
 
 void vdsofuzz_host_write(volatile struct pvti *slot, const struct pvti *next)
 {

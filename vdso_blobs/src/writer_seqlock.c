@@ -4,7 +4,7 @@
  * even.  A reader that sees the same even version before and after its field
  * loads read one whole record.
  */
-#include "writer.h"
+#include "writer_common.h"
 
 void vdsofuzz_host_write(volatile struct pvti *slot, const struct pvti *next)
 {

@@ -6,7 +6,7 @@
  * a build really moved or dropped a store is recorded in the manifest from
  * what the compiled writer stores (`store_order`).
  */
-#include "writer.h"
+#include "writer_common.h"
 
 void vdsofuzz_host_write(volatile struct pvti *slot, const struct pvti *next)
 {

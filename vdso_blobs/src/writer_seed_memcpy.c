@@ -8,7 +8,7 @@
  * record.  How the copy is stored (eight-byte moves, 16-byte SSE moves, a
  * `rep movs`) is the compiler's choice.
  */
-#include "writer.h"
+#include "writer_common.h"
 
 void vdsofuzz_host_write(volatile struct pvti *slot, const struct pvti *next)
 {
