@@ -220,3 +220,17 @@ def test_schedule_files_keep_the_writer_and_omit_it_when_there_is_none():
     with_writer = Scenario(image="modern", writer="writer-seqlock")
     assert Scenario.from_json(with_writer.to_json()) == with_writer
     assert "writer" not in Scenario(image="modern").to_json()
+
+
+def test_check_writer_takes_the_reference_scenarios_of_seqlock_hosts():
+    from emu.search import catalog
+    from emu.search.catalog_writer import for_writer
+
+    entries = catalog.load()
+    chosen = for_writer(entries, "writer-seqlock")
+    hosts = {e.scenario.host for e in chosen}
+    assert "kvm" in hosts and "xen" in hosts
+    assert not hosts & {"kvm-legacy-copy", "hyperv"}
+    assert all(e.scenario.writer == "writer-seqlock" and e.name.endswith("+writer") for e in chosen)
+    reference = {e.name for e in entries if e.reference and e.scenario.host in hosts}
+    assert {e.name.removesuffix("+writer") for e in chosen} == reference

@@ -119,9 +119,11 @@ class _Recorder:
         steps = self.steps
         if kind == "host":
             ev: HostEvent = data
-            for line in getattr(ev.step, "insns", ()):  # a compiled writer's instructions
+            insns = getattr(ev.step, "insns", ())  # a compiled writer's instructions
+            for i, line in enumerate(insns):
                 where, _, text = line.partition(": ")
-                steps.append(Step("writer", ev.t, "host", where=where, text=text))
+                store = i == len(insns) - 1 and bool(ev.step.writes)
+                steps.append(Step("writer", ev.t, "host", where=where, text=text, visible=store))
             steps.append(Step("host", ev.t, "host", text=ev.step.label))
         elif kind == "read":
             r: Read = data
