@@ -205,6 +205,11 @@ class WriterEngine:
             rec.before_next = len(rec.pieces_by_insn)
 
 
+#: One storing instruction execution: (its instruction count, pc, disassembly, the
+#: instructions since the previous store, the pieces the engine reported [(addr, bytes)]).
+_Pieces = tuple[int, int, str, tuple[str, ...], list[tuple[int, bytes]]]
+
+
 class _Recorder:
     """What one execution of the writer did, gathered by the hooks."""
 
@@ -216,8 +221,7 @@ class _Recorder:
         #: Instructions since the last store.
         self.insns: list[str] = []
         #: Per storing instruction execution: (count, pc, text, insns, [(addr, bytes)]).
-        self.pieces_by_insn: list[tuple[int, int, str, tuple[str, ...], list[tuple[int, bytes]]]]
-        self.pieces_by_insn = []
+        self.pieces_by_insn: list[_Pieces] = []
         self.before_next = -1
         self.stray = ""
 
