@@ -87,6 +87,10 @@ class HostView:
     clock: Clock
     t: int = 0
     vcpus: int = 1
+    #: A compiled writer that stores every pvti update instead of the model's own store
+    #: protocol: (vcpu, published record, plan) -> its steps (set by the engine's host agent
+    #: for `--writer`; see `writer.republish`).
+    writer: Any = None
 
 
 class HostParamError(ValueError):

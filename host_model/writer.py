@@ -200,7 +200,11 @@ def republish(
     def now() -> Pvti:
         return snapshot(view.clock, vcpu, view.t, old.version, stable=stable)
 
-    for step in planned(protocol, vcpu, old, plan or now):
+    if view.writer is not None:
+        steps: Iterator[HostStep] = view.writer(vcpu, old, plan or now)
+    else:
+        steps = planned(protocol, vcpu, old, plan or now)
+    for step in steps:
         yield step
         if step.publish:
             pvtis[vcpu] = step.publish[0].snapshot

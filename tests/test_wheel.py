@@ -28,7 +28,8 @@ def test_wheel_carries_the_images_manifest_catalog_lane_and_type_markers(wheel):
     images = {
         n.removeprefix("vdso_blobs/images/") for n in names if n.startswith("vdso_blobs/images/")
     }
-    assert images == {e["path"].rsplit("/", 1)[1] for e in vdso_blobs.manifest()["images"]}
+    man = vdso_blobs.manifest()
+    assert images == {e["path"].rsplit("/", 1)[1] for e in man["images"] + man["writers"]}
     for needed in (
         "vdso_blobs/__init__.py",
         "vdso_blobs/manifest.json",

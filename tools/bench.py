@@ -126,6 +126,8 @@ def catalog_bugs() -> list[dict[str, Any]]:
         }
         if sc.vcpus != 2:
             opts["vcpus"] = sc.vcpus
+        if sc.writer:
+            opts["writer"] = sc.writer
         out.append(_spec(e.name, sc.image, sc.host, dict(sc.host_params), opts, sc.reads, e.oracle))
     covered = {b["image"] for b in out}
     man = manifest()

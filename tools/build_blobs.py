@@ -44,6 +44,9 @@ from emu.image.window import (  # noqa: E402
 )
 from host_model.abi import BLOB_ENTRY, BLOB_PAGE_SYMBOLS, PVTI_SLOT  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import build_writers  # noqa: E402  (tools/ is not a package)
+
 BLOBS = ROOT / "vdso_blobs"
 SRC_DIR = BLOBS / "src"
 IMAGES_DIR = BLOBS / "images"
@@ -541,7 +544,39 @@ def twins(image: BuiltImage, images: list[BuiltImage]) -> list[str]:
     )
 
 
-def make_manifest(images: list[BuiltImage], versions: dict[str, dict[str, str]]) -> str:
+@dataclass
+class BuiltWriter:
+    """Result of building one host writer into a directory."""
+
+    spec: build_writers.WriterSpec
+    path: Path
+    sha256: str
+    analysis: dict
+
+
+def build_writer(spec: build_writers.WriterSpec, outdir: Path) -> BuiltWriter:
+    """Build one host writer and analyse what it stores (tools/build_writers.py)."""
+    out = outdir / f"{spec.name}.so"
+    run(build_writers.command(spec, out))
+    try:
+        analysis = build_writers.analyse(out.read_bytes(), spec.name)
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
+    return BuiltWriter(spec, out, sha256(out), analysis)
+
+
+def writer_entries(writers: list[BuiltWriter], versions: dict[str, dict[str, str]]) -> list:
+    return [
+        build_writers.manifest_entry(w.spec, w.path, w.sha256, w.analysis, versions)
+        for w in writers
+    ]
+
+
+def make_manifest(
+    images: list[BuiltImage],
+    versions: dict[str, dict[str, str]],
+    writers: list[BuiltWriter] = (),  # type: ignore[assignment]
+) -> str:
     doc = {
         "abi": {
             "entry": f"uint64_t {ENTRY_SYMBOL}(void)",
@@ -551,6 +586,8 @@ def make_manifest(images: list[BuiltImage], versions: dict[str, dict[str, str]])
         },
         "aliases": aliases(),
         "images": [manifest_entry(img, versions, twins(img, images)) for img in images],
+        "writer_aliases": build_writers.aliases(),
+        "writers": writer_entries(list(writers), versions),
     }
     return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
@@ -562,8 +599,9 @@ def load_manifest(path: Path = MANIFEST) -> dict:
 # ---------------------------------------------------------------------------- modes
 
 
-def install(images: list[BuiltImage], manifest_text: str) -> None:
-    """Copy built images into vdso_blobs/images, drop stale ones, write the manifest."""
+def install(images: list[BuiltImage | BuiltWriter], manifest_text: str) -> None:
+    """Copy built images and writers into vdso_blobs/images, drop stale ones, write the
+    manifest."""
     IMAGES_DIR.mkdir(parents=True, exist_ok=True)
     wanted = {f"{img.spec.name}.so" for img in images}
     for stale in IMAGES_DIR.glob("*.so"):
@@ -589,6 +627,22 @@ def compare(images: list[BuiltImage], manifest: dict, subset: bool = False) -> l
             problems.append(f"{name}: sha256 {img.sha256} != manifest {entry['sha256']}")
         if entry.get("window") != img.window:
             problems.append(f"{name}: window analysis {img.window} != manifest {entry['window']}")
+    return problems
+
+
+def compare_writers(writers: list[BuiltWriter], manifest: dict) -> list[str]:
+    """Differences between freshly built writers and the manifest's (none built: none)."""
+    if not writers:
+        return []
+    recorded = {e["name"]: e for e in manifest.get("writers", [])}
+    built = {w.spec.name: w for w in writers}
+    problems = [f"{n}: writer not built" for n in sorted(set(recorded) - set(built))]
+    problems += [f"{n}: writer not in the manifest" for n in sorted(set(built) - set(recorded))]
+    for name in sorted(set(recorded) & set(built)):
+        if recorded[name]["sha256"] != built[name].sha256:
+            problems.append(f"{name}: sha256 {built[name].sha256} != manifest")
+        if recorded[name]["stores"] != built[name].analysis["stores"]:
+            problems.append(f"{name}: stores {built[name].analysis['stores']} != manifest")
     return problems
 
 
@@ -644,9 +698,12 @@ def main(argv: list[str] | None = None) -> int:
         versions = tool_versions(s.compiler for s in specs)
         with tempfile.TemporaryDirectory(prefix="vdsofuzz-blobs-") as tmp:
             images = build_all(specs, Path(tmp), args.jobs)
+            writers = (
+                [] if args.only else [build_writer(w, Path(tmp)) for w in build_writers.plan()]
+            )
             if args.check:
-                return report_check(images, versions, subset=bool(args.only))
-            install(images, make_manifest(images, versions))
+                return report_check(images, versions, subset=bool(args.only), writers=writers)
+            install([*images, *writers], make_manifest(images, versions, writers))
     except MissingTool as exc:
         print(
             f"error: required program(s) not found on PATH: {exc}\n"
@@ -665,13 +722,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report_check(
-    images: list[BuiltImage], versions: dict[str, dict[str, str]], subset: bool
+    images: list[BuiltImage],
+    versions: dict[str, dict[str, str]],
+    subset: bool,
+    writers: list[BuiltWriter] = (),  # type: ignore[assignment]
 ) -> int:
     if not MANIFEST.exists():
         print(f"error: {MANIFEST.relative_to(ROOT)} does not exist", file=sys.stderr)
         return 1
     manifest = load_manifest()
-    problems = compare(images, manifest, subset)
+    problems = compare(images, manifest, subset) + compare_writers(writers, manifest)
     if problems:
         print("MISMATCH:\n  " + "\n  ".join(problems), file=sys.stderr)
         for note in version_drift(manifest, versions):

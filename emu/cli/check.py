@@ -34,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=20_000,
         help="with --builds: random schedules for each build expected to pass (default 20000)",
     )
+    c.add_argument(
+        "--writer",
+        metavar="ELF",
+        help="a compiled host writer: run the reference scenarios of seqlock hosts with it "
+        "storing the updates, expecting the Python model's verdicts",
+    )
     c.add_argument("--out", type=Path, default=DEFAULT_OUT / "check", help="where findings go")
     c.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML here")
     c.add_argument("--json", action="store_true", help="the results as JSON on stdout")
@@ -67,6 +73,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     entries = catalog.load(args.catalog)
     if args.image:
         entries = catalog.for_image(entries, args.image)
+    if args.writer:
+        from emu.cli.options import writer
+        from emu.search.catalog_writer import for_writer
+
+        entries = for_writer(entries, writer(args.writer))
     if args.builds:
         entries = catalog.for_builds(entries, catalog.homes(args.catalog), args.schedules)
     if args.only:

@@ -14,6 +14,7 @@ from emu.cli.options import (
     DEFAULT_OUT,
     add_max_insns,
     add_real_vdso,
+    add_writer,
     check_search,
     scenario,
     writable_dir,
@@ -85,6 +86,7 @@ def _scenario_options(f: argparse.ArgumentParser) -> None:
     )
     f.add_argument("--vcpus", type=int, default=2, help="1..64 (default 2)")
     add_real_vdso(f)
+    add_writer(f)
     f.add_argument("--reads", type=int, default=2, help="reads per task, 1..1000 (default 2)")
 
 

@@ -48,6 +48,28 @@ def scenario(args: argparse.Namespace):
         task_migration=args.task_migration,
         speculative_tsc=args.speculative_tsc,
         max_insns=args.max_insns if args.max_insns is not None else MAX_INSNS_DEFAULT,
+        writer=writer(getattr(args, "writer", None)),
+    )
+
+
+def writer(spec: str | None) -> str:
+    """`--writer`: checked now (a missing file, not an ELF, no entry symbol, another
+    architecture: one line, exit 2), kept as given."""
+    if not spec:
+        return ""
+    from emu.image.writer import load_writer
+
+    load_writer(spec)
+    return spec
+
+
+def add_writer(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--writer",
+        default=None,
+        metavar="ELF",
+        help="compiled host writer (bundled name such as writer-seqlock, or a path to an "
+        "x86-64 ELF exporting vdsofuzz_host_write) that stores the host's pvti updates",
     )
 
 

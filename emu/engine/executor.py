@@ -58,7 +58,7 @@ class Executor:
         lay = self.machine.layout
         self.shared = lay.shared
         self.decider = Decider(scenario.vcpus, lay.pages)
-        self.host_side = HostSide(self.machine, self.decider)
+        self.host_side = HostSide(self.machine, self.decider, scenario.writer)
         self.sites = SiteHandlers(self)
         #: The native lane's side in Python, when there is a lane (emu/engine/lane.py).
         self.lane: LaneBridge | None = self.sites.hook_all(native)

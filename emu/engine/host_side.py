@@ -16,6 +16,7 @@ from emu.engine.decisions import Decider
 from emu.engine.machine import Machine
 from emu.engine.run import HostEvent
 from emu.engine.state import State
+from emu.engine.writer_steps import CompiledWriter
 from host_model.base import HostModel, HostStep
 from host_model.clock import Clock
 from host_model.vdso_data import timekeeping, with_vdso_data
@@ -27,9 +28,11 @@ _BOOT_IMAGES = 16
 class HostSide:
     """The host agent of one executor's machine."""
 
-    def __init__(self, machine: Machine, decider: Decider) -> None:
+    def __init__(self, machine: Machine, decider: Decider, writer: str = "") -> None:
+        """`writer`: a compiled host writer (`--writer`) that stores the host's pvti updates."""
         self.machine = machine
         self.decider = decider
+        self.writer = CompiledWriter(writer, machine.layout) if writer else None
         #: Boot steps seen (kept alive, so their ids stay theirs) -> the page image they give.
         self._images: dict[int, tuple[HostStep, tuple[bytes, HostStep]]] = {}
 
@@ -48,6 +51,7 @@ class HostSide:
         `vdso_data`: the image's vdso_data spec (real vDSOs), whose guest timekeeping makes
         `kernel_updates` updates before the host model's own steps."""
         view = st.view
+        view.writer = self.writer.bind() if self.writer is not None else None
         setup = with_vdso_data(st.host.setup(view), vdso_data, st.clock.boot_ns)
         pages, effects = self._boot_image(setup)
         self.machine.reset(pages)

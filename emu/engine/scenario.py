@@ -11,7 +11,15 @@ from typing import Any
 from emu.errors import ScheduleError, check_range
 from host_model.registry import canonical_host, make_host
 
-ORACLES = ("monotonic", "consistent", "accurate", "contract", "terminates", "no-fault")
+ORACLES = (
+    "monotonic",
+    "consistent",
+    "accurate",
+    "contract",
+    "terminates",
+    "no-fault",
+    "writer",
+)
 #: The machine gives every vCPU its own stack and TSC; beyond this it is only slower.
 MAX_VCPUS = 64
 #: Reads per task; the schedule space grows with every read, so more than this is a typo.
@@ -58,6 +66,9 @@ class Scenario:
     #: The hang limit: instructions without a visible operation (`--max-insns`); kept in
     #: the schedule file, so a replay stops where the finding's run stopped.
     max_insns: int = MAX_INSNS
+    #: A compiled host writer (bundled name or path) that stores the host's pvti updates
+    #: instead of the model's own store protocol ("" = the model's).
+    writer: str = ""
 
     def __post_init__(self) -> None:
         """Refuse values that make the scenario meaningless; every path that builds one (the
@@ -78,11 +89,17 @@ class Scenario:
         # again from the scenario's plain string.
         object.__setattr__(self, "host", canonical_host(self.host))
         # The host and its parameters: a HostParamError names the host, parameter and range.
-        make_host(self.host, self.host_params)
+        host = make_host(self.host, self.host_params)
+        if self.writer and "pvclock" not in host.pages:
+            raise ScheduleError(
+                f"--writer stores pvti records; host {self.host!r} writes no pvclock page"
+            )
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["oracles"] = list(self.oracles)
+        if not self.writer:
+            del d["writer"]  # files without a writer stay as they were
         return d
 
     @classmethod

@@ -3,6 +3,7 @@
 One module per oracle (`check(evidence)` and its `NAME`); `ORACLES` lists them in verdict
 order, the order `judge` reports them in:
 
+- writer: a compiled host writer (`--writer`) returns, within its slot, without a fault;
 - no-fault: the guest never faults; terminates: a read finishes once the host is quiet;
 - consistent: the value is the formula applied to one published record current at some
   instant t of the read, with the TSC the reading vCPU had at that same instant;
@@ -18,13 +19,29 @@ from types import ModuleType
 
 from emu.engine.run import Run
 from emu.engine.scenario import Scenario
-from emu.oracles import accurate, consistent, contract, monotonic, no_fault, terminates
+from emu.oracles import (
+    accurate,
+    consistent,
+    contract,
+    monotonic,
+    no_fault,
+    terminates,
+    writer,
+)
 from emu.oracles.base import Evidence, Violation, match
 
 #: Every oracle in verdict order: when a run breaks several, the first listed is the verdict
-#: (a fault or hang explains everything after it; a torn read explains a monotonic or
-#: accuracy failure it causes).
-ORACLES: tuple[ModuleType, ...] = (no_fault, terminates, consistent, contract, monotonic, accurate)
+#: (a broken host writer, a fault or a hang explains everything after it; a torn read
+#: explains a monotonic or accuracy failure it causes).
+ORACLES: tuple[ModuleType, ...] = (
+    writer,
+    no_fault,
+    terminates,
+    consistent,
+    contract,
+    monotonic,
+    accurate,
+)
 CHECKS: dict[str, Callable[[Evidence], list[Violation]]] = {m.NAME: m.check for m in ORACLES}
 
 __all__ = ["CHECKS", "ORACLES", "Evidence", "Violation", "judge", "match"]

@@ -72,6 +72,11 @@ class _Recorder:
         body to run unreported (emu/engine/stepping.py)."""
         if kind == "host":
             ev: HostEvent = data
+            insns = getattr(ev.step, "insns", ())  # a compiled writer's instructions
+            for i, line in enumerate(insns):
+                where, _, text = line.partition(": ")
+                store = i == len(insns) - 1 and bool(ev.step.writes)
+                self._step(Step("writer", ev.t, "host", where=where, text=text, visible=store))
             self._step(Step("host", ev.t, "host", text=ev.step.label))
         elif kind == "read":
             r: Read = data

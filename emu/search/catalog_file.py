@@ -12,7 +12,7 @@ from typing import Any
 
 import vdso_blobs
 from emu.engine.scenario import ORACLES, Scenario
-from emu.errors import ScheduleError, UsageError, check_range
+from emu.errors import ImageError, ScheduleError, UsageError, check_range
 from emu.search.entry import PASS, VIOLATION, Entry, Witness
 
 CATALOG = vdso_blobs.path(vdso_blobs.CATALOG)  # package data: works from a wheel too
@@ -24,7 +24,16 @@ class CatalogError(UsageError):
 
 
 #: The keys of a catalog entry: the scenario's, then the expectation's.
-_SCENARIO_KEYS = ("image", "host", "params", "vcpus", "reads", "task_migration", "speculative_tsc")
+_SCENARIO_KEYS = (
+    "image",
+    "host",
+    "params",
+    "vcpus",
+    "reads",
+    "task_migration",
+    "speculative_tsc",
+    "writer",
+)
 _EXPECT_KEYS = ("name", "oracles", "accuracy_ns", "expect", "oracle", "strategy", "seed", "why")
 _ENTRY_KEYS = {*_SCENARIO_KEYS, *_EXPECT_KEYS, "max_schedules", "reference", "witness"}
 
@@ -153,9 +162,24 @@ def _scenario(row: dict[str, Any], where: str) -> Scenario:
             accuracy_ns=int(row.get("accuracy_ns", 1_000_000)),
             task_migration=bool(row.get("task_migration", False)),
             speculative_tsc=bool(row.get("speculative_tsc", False)),
+            writer=_writer(row, where),
         )
     except (ScheduleError, TypeError, ValueError) as e:
         raise CatalogError(f"{where}: {e}") from None
+
+
+def _writer(row: dict[str, Any], where: str) -> str:
+    """The row's compiled host writer (bundled name or path), checked it loads."""
+    spec = row.get("writer", "")
+    if not spec:
+        return ""
+    from emu.image.writer import load_writer
+
+    try:
+        load_writer(str(spec))
+    except ImageError as e:
+        raise CatalogError(f"{where}: {e}") from None
+    return str(spec)
 
 
 def read(path: Path | None = None) -> dict[str, Any]:
