@@ -21,7 +21,7 @@ from emu.image.writer import WRITER_ENTRY, load_writer
 from emu.oracles import judge
 from emu.report.trace import trace
 from emu.search import catalog_file
-from emu.search.fuzz import Campaign
+from emu.search.fuzz import Fuzzer
 from emu.search.schedule import Schedule
 from host_model.pvti import Pvti
 
@@ -124,7 +124,7 @@ def test_a_writer_that_loads_next_first_is_called_at_a_step_of_its_own():
 
 def test_the_seed_writer_tears_modern_and_the_trace_shows_its_instructions():
     sc = Scenario(image="modern", host="kvm", writer="writer-seed-memcpy")
-    out = Campaign(sc).fuzz(strategy="random", seed=0, max_schedules=500)
+    out = Fuzzer(sc).fuzz(strategy="random", seed=0, max_schedules=500)
     assert out.finding is not None and out.finding.oracle == "consistent"
     ex = Executor(sc)
     tr = trace(Schedule(sc, ex.image.sha256, out.finding.schedule.choices), ex)

@@ -11,7 +11,7 @@ from emu.engine.executor import Executor
 from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Default
 from emu.image.loader import manifest
-from emu.search.fuzz import Campaign
+from emu.search.fuzz import Fuzzer
 
 READERS = sorted(
     {
@@ -26,7 +26,7 @@ def verdict(image: str, host: str, writer: str = "") -> tuple[str, str | None]:
     """The bounded exhaustive search's verdict (every interleaving with at most two
     preemptions, one read per task)."""
     sc = Scenario(image=image, host=host, writer=writer, vcpus=2, reads=1)
-    out = Campaign(sc).fuzz(strategy="exhaustive", preemptions=2)
+    out = Fuzzer(sc).fuzz(strategy="exhaustive", preemptions=2)
     return out.verdict, out.finding.oracle if out.finding else None
 
 
