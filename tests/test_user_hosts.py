@@ -89,9 +89,9 @@ def test_readme_example_finds_what_the_readme_says(tmp_path, capsys, monkeypatch
     found = json.loads(capsys.readouterr().out)
     assert found["oracle"] == "monotonic"
     assert f"minimal schedule: {found['schedule']}" in section
-    exact = " --param jitter_ns=0 --strategy exhaustive"
+    exact = " --param jitter_ns=0 --strategy exhaustive --preemptions 2"
     assert command + exact in section and "none violates" in section
-    assert main([*argv, "--param", "jitter_ns=0", "--strategy", "exhaustive"]) == 0
+    assert main([*argv, *exact.split()]) == 0
     assert json.loads(capsys.readouterr().out)["verdict"] == "pass"
 
 
