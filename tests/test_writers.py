@@ -4,6 +4,7 @@ host steps, the `writer` oracle, traces, the catalog key, and bad writer files."
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,22 @@ def test_schedule_files_keep_the_writer_and_omit_it_when_there_is_none():
     with_writer = Scenario(image="modern", writer="writer-seqlock")
     assert Scenario.from_json(with_writer.to_json()) == with_writer
     assert "writer" not in Scenario(image="modern").to_json()
+
+
+def test_a_finding_with_a_writer_file_is_refused_once_the_writer_changed(tmp_path, capsys):
+    """A writer given by path is code like the image: replay runs only the same bytes."""
+    writer = tmp_path / "w.so"
+    writer.write_bytes(vdso_blobs.path("images/writer-seqlock-x86_64-gcc-O2.so").read_bytes())
+    sc = Scenario(image="modern", host="kvm", writer=str(writer))
+    sched = Schedule(sc, Executor(sc).image.sha256, ())
+    saved = tmp_path / "s.json"
+    saved.write_text(json.dumps(sched.to_json()))
+    assert main(["replay", str(saved)]) == 0
+    capsys.readouterr()
+    writer.write_bytes(vdso_blobs.path("images/writer-seed-memcpy-x86_64-gcc-O2.so").read_bytes())
+    assert main(["replay", str(saved)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "changed since this file was saved" in err[0]
 
 
 def test_check_writer_takes_the_reference_scenarios_of_seqlock_hosts():

@@ -78,9 +78,10 @@ def resolve(spec: str) -> tuple[Path, str]:
     )
 
 
-@lru_cache(maxsize=32)
 def load_writer(spec: str) -> WriterImage:
-    """Load a writer by bundled name, alias or path; ImageError (one line) if it is not one."""
+    """Load a writer by bundled name, alias or path; ImageError (one line) if it is not one.
+    The file is read each time (a replay checks it is still the same code); parsing is
+    cached by content."""
     path, name = resolve(spec)
     if path.is_dir():
         raise ImageError(f"{path}: is a directory; --writer takes an x86-64 ELF writer")
@@ -88,6 +89,11 @@ def load_writer(spec: str) -> WriterImage:
         data = path.read_bytes()
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror})") from None
+    return _parsed(data, name, path)
+
+
+@lru_cache(maxsize=32)
+def _parsed(data: bytes, name: str, path: Path) -> WriterImage:
     return parse_writer(data, name=name, path=path)
 
 

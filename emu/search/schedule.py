@@ -71,6 +71,11 @@ class Schedule:
         host_file = file_record(self.scenario.host)
         if host_file is not None:
             d["host_file"] = host_file
+        if self.scenario.writer:
+            # A compiled writer is code like the image: a replay must run the same bytes.
+            from emu.image.writer import load_writer
+
+            d["writer_sha256"] = load_writer(self.scenario.writer).sha256
         return d
 
     @classmethod
@@ -126,5 +131,21 @@ def load_file(path: Path) -> tuple[Schedule, dict[str, Any] | None]:
     if isinstance(host_file, dict):
         check_record(host_file, str(path))
     sched = Schedule.from_json(d)
+    _check_writer(sched, d.get("writer_sha256"), path)
     v = d.get("violation")
     return sched, v if isinstance(v, dict) else None
+
+
+def _check_writer(sched: Schedule, recorded: Any, path: Path) -> None:
+    """Refuse a replay whose compiled writer is not the one the file was saved with."""
+    if not sched.scenario.writer or recorded is None:
+        return
+    from emu.image.writer import load_writer
+
+    now = load_writer(sched.scenario.writer).sha256
+    if now != recorded:
+        raise ScheduleError(
+            f"{path}: the writer {sched.scenario.writer} changed since this file was saved "
+            f"(sha256 {str(recorded)[:16]}, now {now[:16]}): replay with the writer it was "
+            "saved with"
+        )
