@@ -251,3 +251,13 @@ def test_check_writer_takes_the_reference_scenarios_of_seqlock_hosts():
     assert all(e.scenario.writer == "writer-seqlock" and e.name.endswith("+writer") for e in chosen)
     reference = {e.name for e in entries if e.reference and e.scenario.host in hosts}
     assert {e.name.removesuffix("+writer") for e in chosen} == reference
+
+
+def test_images_lists_every_bundled_writer_with_its_alias(capsys):
+    assert main(["images"]) == 0
+    out = capsys.readouterr().out
+    man = vdso_blobs.manifest()
+    for w in man["writers"]:
+        assert w["name"] in out
+    for alias, name in man["writer_aliases"].items():
+        assert any(line.startswith(name) and alias in line for line in out.splitlines())

@@ -53,6 +53,15 @@ def cmd_images(args: argparse.Namespace) -> int:
             f"{e['name']:<36} {short.get(e['name'], ''):<22} {e['arch']:<7} "
             f"{str(e.get('generation', '')):<7} {e.get('bug') or '-'}"
         )
+    writers = man.get("writers", [])
+    if writers:
+        walias = {v: k for k, v in man.get("writer_aliases", {}).items()}
+        print(f"\n{'writer (--writer)':<36} {'alias':<22} {'in order':<9} protocol")
+        for w in writers:
+            # Did the compiled stores keep the source's order (from the disassembly)?
+            kept = "yes" if w.get("as_written") else "no"
+            alias = walias.get(w["name"], "")
+            print(f"{w['name']:<36} {alias:<22} {kept:<9} {w.get('protocol', '')}")
     return 0
 
 
