@@ -43,6 +43,9 @@ BAD = [
     (GOOD + 'clock = "realtime"\n', 4, "takes no clock id"),
     (GOOD + 'cpu = "pentium"\n', 4, "unknown cpu 'pentium'"),
     ('[[scenario]]\nimages = ["junk.so"]\nhosts = ["kvm"]\n', 2, "junk.so"),
+    (GOOD + 'writers = ["junk.so"]\n', 4, "not an ELF file"),
+    (GOOD + 'writers = ["no-such-writer"]\n', 4, "no writer 'no-such-writer'"),
+    (GOOD + "max_insns = [0]\n", 4, "--max-insns"),
 ]
 
 
@@ -71,6 +74,25 @@ def test_spec_product_and_defaults(tmp_path):
     assert s.strategies == ("pct",) and s.seeds == (3, 4)
     assert {sc.host_params["updates"] for sc in s.scenarios[:8]} == {1, 2}
     assert s.scenarios[-1] == Scenario(image="modern", host="xen")
+
+
+def test_spec_writers_and_hang_limit_are_axes(tmp_path):
+    (tmp_path / "w.so").write_bytes(vdso_blobs_writer("writer-seqlock-x86_64-gcc-O2"))
+    p = tmp_path / "spec.toml"
+    p.write_text(GOOD + 'writers = ["", "writer-seed-memcpy", "w.so"]\nmax_insns = 5000\n')
+    s = specmod.load(p)
+    assert [sc.writer for sc in s.scenarios] == [
+        "",
+        "writer-seed-memcpy",
+        str((tmp_path / "w.so").resolve()),
+    ]
+    assert {sc.max_insns for sc in s.scenarios} == {5000}
+
+
+def vdso_blobs_writer(name: str) -> bytes:
+    import vdso_blobs
+
+    return vdso_blobs.path(f"images/{name}.so").read_bytes()
 
 
 def test_no_spec_is_the_catalog():

@@ -54,6 +54,8 @@ _AXES = {
     "task_migration": "task_migration",
     "speculative_tsc": "speculative_tsc",
     "accuracy_ns": "accuracy_ns",
+    "writers": "writer",
+    "max_insns": "max_insns",
 }
 
 
@@ -196,6 +198,8 @@ def _product(table: Any, i: int, path: Path, lines: _Lines, err: Any) -> list[Sc
             if not axes[name]:
                 raise err(lines.of(key, i), f"{key} is empty: the product has no scenario")
     axes["image"] = _images(axes["image"], path, lines.of("images", i), err)
+    if "writer" in axes:
+        axes["writer"] = _writers(axes["writer"], path, lines.of("writers", i), err)
     params = table.get("params", {})
     if not isinstance(params, dict):
         raise err(lines.of("params", i), "params is a table: { name = value or [values] }")
@@ -259,10 +263,32 @@ def _load(image: str, cpu: str) -> Any:
 
 
 def _key_for(message: str) -> str:
-    for key in _AXES:
-        if _AXES[key] in message or key in message:
+    for key, name in _AXES.items():
+        # Scenario names an option the CLI way (`--max-insns`), or by its field.
+        if name in message or key in message or f"--{name.replace('_', '-')}" in message:
             return key
     return "hosts"
+
+
+def _writers(items: list[Any], path: Path, line: int, err: Any) -> list[str]:
+    """Compiled host writers: bundled names or paths (relative to the spec's folder, made
+    absolute), each checked now; "" is the host model's own store protocol."""
+    from emu.errors import ImageError
+    from emu.image.writer import load_writer
+
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise err(line, f"a writer is a bundled name or a path, not {item!r}")
+        local = path.parent / item
+        spec = str(local.resolve()) if item and local.is_file() else item
+        if spec:
+            try:
+                load_writer(spec)
+            except ImageError as e:
+                raise err(line, str(e)) from None
+        out.append(spec)
+    return out
 
 
 def _images(items: list[Any], path: Path, line: int, err: Any) -> list[str]:
