@@ -210,16 +210,17 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     return 1 if f else 0
 
 
-def _announce(args: argparse.Namespace, campaign: Fuzzer) -> None:
+def _announce(args: argparse.Namespace, fuzzer: Fuzzer) -> None:
     """Say what is searched (not with --json), and on stderr when the native lane is off."""
-    sc, img = campaign.scenario, campaign.executor.image
+    sc, img = fuzzer.scenario, fuzzer.executor.image
     if not args.json:
+        writer = f" storing with writer {sc.writer}" if sc.writer else ""
         print(
-            f"fuzzing {img.name} ({img.arch}) against host {sc.host} on "
+            f"fuzzing {img.name} ({img.arch}) against host {sc.host}{writer} on "
             f"{sc.vcpus} vCPUs x {sc.reads} reads, strategy {args.strategy}"
             + _strategy_detail(args)
         )
-    if not campaign.executor.native:
+    if not fuzzer.executor.native:
         from emu.engine import lane
 
         if not lane.turned_off():
