@@ -79,26 +79,34 @@ class Image:
     @property
     def span(self) -> tuple[int, int]:
         """Lowest and highest (exclusive) image-relative address of the loaded segments."""
-        lo = min(s.vaddr for s in self.segments)
-        hi = max(s.vaddr + s.memsz for s in self.segments)
-        return lo, hi
+        return span(self.segments)
 
     def symbolize(self, addr: int) -> str:
         """`func+0x12` for an image-relative address."""
-        best = None
-        for name, value in self.symbols.items():
-            if value <= addr and (best is None or value > best[1]) and value >= 0:
-                best = (name, value)
-        if best is None:
-            return f"{addr:#x}"
-        off = addr - best[1]
-        return best[0] if off == 0 else f"{best[0]}+{off:#x}"
+        return symbolize(self.symbols, addr)
 
     def read(self, addr: int, size: int) -> bytes:
         for s in self.segments:
             if s.vaddr <= addr and addr + size <= s.vaddr + len(s.data):
                 return s.data[addr - s.vaddr : addr - s.vaddr + size]
         raise ImageError(f"{self.name}: address {addr:#x} is not in the image")
+
+
+def span(segments: tuple[Segment, ...] | list[Segment]) -> tuple[int, int]:
+    """Lowest and highest (exclusive) address the segments load to."""
+    return min(s.vaddr for s in segments), max(s.vaddr + s.memsz for s in segments)
+
+
+def symbolize(symbols: dict[str, int], addr: int) -> str:
+    """`func+0x12`: `addr` as an offset from the nearest symbol at or below it."""
+    best: tuple[str, int] | None = None
+    for name, value in symbols.items():
+        if 0 <= value <= addr and (best is None or value > best[1]):
+            best = (name, value)
+    if best is None:
+        return f"{addr:#x}"
+    off = addr - best[1]
+    return best[0] if off == 0 else f"{best[0]}+{off:#x}"
 
 
 @dataclass(frozen=True)

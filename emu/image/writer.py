@@ -16,7 +16,7 @@ from typing import Any
 
 import vdso_blobs
 from emu.errors import ImageError
-from emu.image.elf import Segment, open_elf, read_elf
+from emu.image.elf import Segment, open_elf, read_elf, span, symbolize
 
 #: The symbol a writer exports (its C prototype is in vdso_blobs/src/writer.h).
 WRITER_ENTRY = "vdsofuzz_host_write"
@@ -39,20 +39,11 @@ class WriterImage:
 
     @property
     def span(self) -> tuple[int, int]:
-        lo = min(s.vaddr for s in self.segments)
-        hi = max(s.vaddr + s.memsz for s in self.segments)
-        return lo, hi
+        return span(self.segments)
 
     def symbolize(self, addr: int) -> str:
         """`vdsofuzz_host_write+0x12` for an image-relative address."""
-        best: tuple[str, int] | None = None
-        for name, value in self.symbols.items():
-            if 0 <= value <= addr and (best is None or value > best[1]):
-                best = (name, value)
-        if best is None:
-            return f"{addr:#x}"
-        off = addr - best[1]
-        return best[0] if off == 0 else f"{best[0]}+{off:#x}"
+        return symbolize(self.symbols, addr)
 
 
 def bundled() -> list[dict[str, Any]]:
