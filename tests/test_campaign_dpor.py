@@ -123,3 +123,16 @@ def test_a_killed_dpor_campaign_resumes_to_the_same_totals(tmp_path):
         assert st["exhausted"] and st["schedules"] == ref.executions
         assert st["classes"] == len(ref.classes)
     assert dpor.classes(out, 0, len(prefixes)) == _single(2).classes
+
+
+def test_dpor_spec_keys_are_checked_with_their_line(tmp_path):
+    import pytest
+
+    from emu.campaign.spec import SpecError
+
+    base = '[[scenario]]\nimages = ["modern"]\nhosts = ["kvm"]\n'
+    for head, what in (("preemptions = -1\n", "preemptions"), ("dpor_depth = 1.5\n", "dpor_depth")):
+        with pytest.raises(SpecError, match=rf":1: {what} must be an integer >= 0"):
+            parse(head + 'strategies = ["dpor"]\n' + base, tmp_path / "s.toml")
+    spec = parse('strategies = ["dpor"]\n' + base, tmp_path / "s.toml")
+    assert (spec.dpor_depth, spec.preemptions) == (2, None)
