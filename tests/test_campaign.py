@@ -24,7 +24,7 @@ GOOD = '[[scenario]]\nimages = ["modern"]\nhosts = ["kvm"]\n'
 
 BAD = [
     ('strategies = ["random"]\n' + GOOD + "params = { nosuch = 1 }\n", 5, "no parameter 'nosuch'"),
-    ('strategies = ["random", "dpor"]\n' + GOOD, 1, "unknown strategy 'dpor'"),
+    ('strategies = ["random", "exhaustive"]\n' + GOOD, 1, "unknown strategy 'exhaustive'"),
     ('[[scenario]]\nimages = ["modern"]\nhosts = ["kvm", "nohost"]\n', 3, "nohost"),
     (
         '[[scenario]]\nimages = ["modern", "nothere"]\nhosts = ["kvm"]\n',

@@ -32,17 +32,26 @@ class ShardState:
     hits: dict[str, int] = field(default_factory=dict)
     first_seen: dict[str, float] = field(default_factory=dict)
     k: int = 0
+    #: dpor shards: classes of the subtree, its search is over, it stopped at a violation.
+    classes: int = 0
+    exhausted: bool = False
+    violated: bool = False
 
     def finished(self, n: int) -> bool:
         return n < self.done_below or n in self.done
 
     def apply(self, res: ChunkResult, now: float) -> None:
         c = res.chunk
-        self.schedules += res.reached - c.start
         self.k = max(self.k, res.k)
         for sid, n in res.hits.items():
             self.hits[sid] = self.hits.get(sid, 0) + n
             self.first_seen.setdefault(sid, now)
+        if c.shard.strategy == "dpor":  # its executions are the search's own count
+            self.issued = max(self.issued, c.number + 1)
+            self.schedules, self.classes = max(self.schedules, res.reached), res.classes
+            self.exhausted, self.violated = res.exhausted, res.violated
+            return
+        self.schedules += res.reached - c.start
         if res.reached >= c.end:
             self.partial.pop(c.number, None)
             self.done.append(c.number)
@@ -76,6 +85,15 @@ class Checkpoints:
                 self.states[s.key] = ShardState(**d)
             else:
                 self.states[s.key] = ShardState(s.key)
+
+    def add(self, s: Shard) -> None:
+        """A shard known only once the campaign runs (a dpor subtree)."""
+        self.shards[s.key] = s
+        p = self.dir / f"{s.key}.json"
+        if s.key not in self.states:
+            self.states[s.key] = (
+                ShardState(**json.loads(p.read_text())) if p.exists() else (ShardState(s.key))
+            )
 
     def save(self, key: str) -> None:
         st = self.states[key]

@@ -8,22 +8,24 @@ order findings, coverage, checkpoint (see emu/campaign/checkpoint.py).
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from emu.campaign import dpor
 from emu.campaign.checkpoint import Checkpoints, Coverage
 from emu.campaign.images import ImageRef, pack
 from emu.campaign.pool import Pool
 from emu.campaign.record import Record
-from emu.campaign.shards import Chunk, shards
+from emu.campaign.shards import Chunk, Shard, shards
 from emu.campaign.spec import Spec
 from emu.campaign.status import Row, Snapshot, label, residual
-from emu.campaign.store import FindingStore
+from emu.campaign.store import FindingStore, atomic_write
 from emu.campaign.worker import ChunkResult, Task, run_chunk, warm
 from emu.engine.scenario import Scenario
 
@@ -43,7 +45,11 @@ class Campaign:
         self.spec, self.opts = spec, opts
         self.record = Record(opts.out, spec)
         self.chunk_size = int(self.record.data["chunk"])
-        self.shards = shards(spec.scenarios, spec.strategies, spec.seeds)
+        plain = tuple(x for x in spec.strategies if x != "dpor")
+        self.shards = shards(spec.scenarios, plain, spec.seeds)
+        #: dpor shard keys with a chunk in flight or queued (one at a time: the checkpoint
+        #: file is the subtree's single search state).
+        self.busy: set[str] = set()
         self.ckpt = Checkpoints(opts.out, self.shards)
         self.store = FindingStore(opts.out)
         self.coverage = Coverage(opts.out, len(spec.scenarios))
@@ -56,6 +62,8 @@ class Campaign:
             if sc.image not in self.images:
                 self.images[sc.image] = pack(sc.image)
         self.requeued = 0
+        #: dpor: each scenario's subtree prefixes (JSON pairs), once split.
+        self.prefixes: dict[int, list[list[list[int]]]] = {}
         self.in_flight: dict[Future[ChunkResult], Chunk] = {}
         self.queue: deque[Chunk] = deque()
         self.session_runs: dict[int, int] = {}
@@ -68,19 +76,57 @@ class Campaign:
 
     # --- work ------------------------------------------------------------------------------
 
-    def _new_chunks(self) -> Iterator[Chunk]:
-        """New chunks round-robin over the shards, forever."""
+    def _new_chunks(self) -> Iterator[Chunk | None]:
+        """New chunks round-robin over the shards, forever; None when no shard has one now
+        (every shard is a dpor subtree that is finished or busy)."""
         while True:
+            gave = False
             for s in self.shards:
                 st = self.ckpt.states[s.key]
+                if s.strategy == "dpor":
+                    if st.exhausted or s.key in self.busy:
+                        continue
+                    self.busy.add(s.key)
+                    end = dpor.chunk_end(st.schedules, self.chunk_size)
+                    gave = True
+                    yield Chunk(s, st.issued, st.schedules, end)
+                    continue
                 n = st.issued
                 st.issued += 1
+                gave = True
                 yield Chunk(s, n, n * self.chunk_size, (n + 1) * self.chunk_size)
+            if not gave:
+                yield None
+
+    def _split(self, pool: Pool) -> None:
+        """Add the shards of dpor: each scenario's subtrees, asked of a worker once."""
+        if "dpor" not in self.spec.strategies:
+            return
+        (self.opts.out / "dpor").mkdir(exist_ok=True)
+        asked = {}
+        for i, sc in enumerate(self.spec.scenarios):
+            if not dpor.prefixes_path(self.opts.out, i).exists():
+                depth = self.spec.dpor_depth
+                asked[i] = pool.submit(dpor.split, sc, self.images[sc.image], depth)
+        for i, f in asked.items():
+            atomic_write(dpor.prefixes_path(self.opts.out, i), json.dumps(f.result()) + "\n")
+        for i in range(len(self.spec.scenarios)):
+            self.prefixes[i] = json.loads(dpor.prefixes_path(self.opts.out, i).read_text())
+            for k in range(len(self.prefixes[i])):
+                s = Shard(i, "dpor", k)
+                self.shards.append(s)
+                self.ckpt.add(s)
 
     def _task(self, c: Chunk, budget: float) -> Task:
         sc = self.spec.scenarios[c.shard.scenario]
         db = str(self.database)
-        return Task(c, sc, self.images[sc.image], self.spec.depth, db, budget)
+        task = Task(c, sc, self.images[sc.image], self.spec.depth, db, budget)
+        if c.shard.strategy != "dpor":
+            return task
+        i, k = c.shard.scenario, c.shard.seed
+        ckpt = str(dpor.checkpoint_path(self.opts.out, i, k))
+        prefix = dpor.to_prefix(self.prefixes[i][k])
+        return replace(task, prefix=prefix, checkpoint=ckpt, bound=self.spec.preemptions)
 
     def _submit(self, pool: Pool, c: Chunk) -> None:
         f = pool.submit(run_chunk, self._task(c, self.remaining()))
@@ -112,7 +158,8 @@ class Campaign:
         self.coverage.add(c.shard.scenario, res.coverage)
         self.ckpt.states[c.shard.key].apply(res, round(self.record.elapsed(), 2))
         self.ckpt.save(c.shard.key)
-        runs = res.reached - c.start
+        self.busy.discard(c.shard.key)
+        runs = max(0, res.reached - c.start)
         self.session_runs[c.shard.scenario] = self.session_runs.get(c.shard.scenario, 0) + runs
         self.peak_rss = max(self.peak_rss, res.rss_mb)
         self.worker_cpu += res.cpu
@@ -148,6 +195,7 @@ class Campaign:
         pool = Pool(self.opts.workers, self.opts.scheduler)
         try:
             self._warm(pool)
+            self._split(pool)
             self.record.begin(
                 {
                     "workers": pool.workers,
@@ -159,7 +207,10 @@ class Campaign:
             next_show = time.monotonic()
             while True:
                 while len(self.in_flight) < pool.workers and self.remaining() > 0:
-                    self._submit(pool, self.queue.popleft() if self.queue else next(fresh))
+                    c = self.queue.popleft() if self.queue else next(fresh)
+                    if c is None:
+                        break
+                    self._submit(pool, c)
                 if not self.in_flight:
                     break
                 self._collect(pool, max(0.05, next_show - time.monotonic()))
@@ -229,4 +280,8 @@ class Campaign:
             residual(by["pct"], n, k, d) if "pct" in by else None,
             residual(by["random"], n, k, d) if "random" in by else None,
             self.spec.expected.get(i, ""),
+            dpor.progress(
+                [st for s, st in zip(mine, states, strict=True) if s.strategy == "dpor"],
+                self.spec.preemptions,
+            ),
         )

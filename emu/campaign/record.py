@@ -40,6 +40,8 @@ class Record:
                 "digest": spec.digest,
                 "chunk": spec.chunk,
                 "depth": spec.depth,
+                "dpor_depth": spec.dpor_depth,
+                "preemptions": spec.preemptions,
                 "strategies": list(spec.strategies),
                 "seeds": list(spec.seeds),
                 "scenarios": [s.to_json() for s in spec.scenarios],

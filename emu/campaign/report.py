@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ class Summary:
     timeline: list[dict[str, Any]]
     #: Scenario label -> (expected verdict, signatures found) for catalog campaigns.
     expected: list[tuple[str, str, int]]
+    #: dpor: (scenario label, progress or verdict) per scenario it explored.
+    dpor: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _describe(sig: dict[str, Any]) -> str:
@@ -111,7 +113,11 @@ def read(out: Path) -> Summary:
         (label(scenarios[int(i)]), exp, len(per_scenario.get(int(i), ())))
         for i, exp in sorted(rec.get("expected", {}).items(), key=lambda kv: int(kv[0]))
     ]
-    return Summary(out, rec["source"], rec["elapsed"], schedules, entries, timeline, expected)
+    from emu.campaign.dpor import verdicts
+
+    found = verdicts(out, rec.get("preemptions"), len(scenarios))
+    dp = [(label(scenarios[i]), text) for i, text in sorted(found.items())]
+    return Summary(out, rec["source"], rec["elapsed"], schedules, entries, timeline, expected, dp)
 
 
 def to_json(s: Summary) -> str:
@@ -122,6 +128,7 @@ def to_json(s: Summary) -> str:
             "elapsed": s.elapsed,
             "schedules": s.schedules,
             "signatures": rows,
+            "dpor": [{"scenario": a, "dpor": b} for a, b in s.dpor],
         },
         indent=2,
         sort_keys=True,
@@ -154,6 +161,9 @@ def markdown(s: Summary) -> str:
             f"    {e.replay}",
             f"    {e.trace}",
         ]
+    if s.dpor:
+        lines += ["", "## dpor", "", "| scenario | subtrees, executions, classes; verdict |"]
+        lines += ["|---|---|", *(f"| {a} | {b} |" for a, b in s.dpor)]
     if s.expected:
         lines += [
             "",

@@ -3,10 +3,12 @@
 Every mistake is a SpecError (a usage error: one line, exit 2) naming the spec's line, found
 before any work starts. Without a spec the campaign is the catalog's scenarios.
 
-    strategies = ["random", "pct"]   # default: random, pct, hypothesis
+    strategies = ["random", "pct"]   # default: random, pct, hypothesis; or "dpor"
     seeds = 2                        # or a list: [0, 7]
     depth = 3                        # PCT's bug depth
     chunk = 400                      # schedules per shard checkpoint
+    dpor_depth = 2                   # dpor: split points (subtrees = shards)
+    preemptions = 2                  # dpor: a preemption bound (default: none)
 
     [[scenario]]                     # each table is a product of its axes (value or list)
     images = ["modern", "my/vdso64.so", "builds/*.so"]   # bundled name, path, glob, dump dir
@@ -37,11 +39,13 @@ else:  # pragma: no cover - 3.10
     import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
 
 #: Strategies a campaign can cut into shards (exhaustive enumerates one bounded space: run
-#: it with `vdsofuzz fuzz --strategy exhaustive`).
-STRATEGIES = ("random", "pct", "hypothesis")
+#: it with `vdsofuzz fuzz --strategy exhaustive`; dpor's shards are its subtrees).
+STRATEGIES = ("random", "pct", "hypothesis", "dpor")
+#: A spec without `strategies` runs these.
+DEFAULT_STRATEGIES = ("random", "pct", "hypothesis")
 #: Schedules per checkpoint of a catalog campaign.
 CATALOG_CHUNK = 100
-_TOP = {"strategies", "seeds", "depth", "chunk", "scenario"}
+_TOP = {"strategies", "seeds", "depth", "chunk", "scenario", "dpor_depth", "preemptions"}
 #: Scenario axis in the spec -> Scenario field.
 _AXES = {
     "images": "image",
@@ -66,7 +70,7 @@ class SpecError(UsageError):
 @dataclass(frozen=True)
 class Spec:
     scenarios: tuple[Scenario, ...]
-    strategies: tuple[str, ...] = STRATEGIES
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     seeds: tuple[int, ...] = (0,)
     depth: int = 3
     #: Schedules a shard runs between two checkpoints.
@@ -76,6 +80,9 @@ class Spec:
     digest: str = ""
     #: Catalog scenarios: index -> expected verdict label ("pass", "violation (consistent)").
     expected: dict[int, str] = field(default_factory=dict)
+    #: dpor: decision points split into subtrees, and the preemption bound (None: none).
+    dpor_depth: int = 2
+    preemptions: int | None = None
 
 
 class _Lines:
@@ -137,10 +144,12 @@ def parse(text: str, path: Path) -> Spec:
     for key in doc:
         if key not in _TOP:
             raise err(lines.of(key), f"unknown key {key!r}; use one of {', '.join(sorted(_TOP))}")
-    strategies = _strategies(doc.get("strategies", list(STRATEGIES)), lines, err)
+    strategies = _strategies(doc.get("strategies", list(DEFAULT_STRATEGIES)), lines, err)
     seeds = _seeds(doc.get("seeds", 1), lines, err)
     depth, chunk = doc.get("depth", 3), doc.get("chunk", 400)
-    for key, value, low in (("depth", depth, 1), ("chunk", chunk, 10)):
+    dpor_depth, bound = doc.get("dpor_depth", 2), doc.get("preemptions", 0)
+    checks = (("depth", depth, 1), ("chunk", chunk, 10), ("dpor_depth", dpor_depth, 0))
+    for key, value, low in (*checks, ("preemptions", bound, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise err(lines.of(key), f"{key} must be an integer >= {low}, not {value!r}")
     tables = doc.get("scenario")
@@ -150,7 +159,19 @@ def parse(text: str, path: Path) -> Spec:
     for i, table in enumerate(tables):
         scenarios += _product(table, i, path, lines, err)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return Spec(tuple(scenarios), strategies, seeds, depth, chunk, str(path), digest)
+    preemptions = doc.get("preemptions")
+    return Spec(
+        tuple(scenarios),
+        strategies,
+        seeds,
+        depth,
+        chunk,
+        str(path),
+        digest,
+        {},
+        dpor_depth,
+        preemptions,
+    )
 
 
 def _strategies(value: Any, lines: _Lines, err: Any) -> tuple[str, ...]:

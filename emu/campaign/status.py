@@ -30,6 +30,8 @@ class Row:
     risk_pct: float | None = None
     risk_random: float | None = None
     expected: str = ""
+    #: dpor: subtrees finished, executions, classes, and the verdict once all are.
+    dpor: str = ""
 
 
 @dataclass
@@ -97,17 +99,10 @@ def table(snap: Snapshot) -> Any:
         f"{snap.signatures} signatures, coverage {snap.coverage}",
         title_justify="left",
     )
-    for col in (
-        "scenario",
-        "schedules",
-        "rate/s",
-        "hits",
-        "sigs",
-        "coverage",
-        "risk pct",
-        "risk rnd",
-    ):
-        if col == "scenario":  # the one wide cell: wrapped, never cut
+    cols = ["scenario", "schedules", "rate/s", "hits", "sigs", "coverage", "risk pct"]
+    cols += ["risk rnd"] + (["dpor"] if any(r.dpor for r in snap.rows) else [])
+    for col in cols:
+        if col in ("scenario", "dpor"):  # the wide cells: wrapped, never cut
             t.add_column(col, overflow="fold", min_width=24)
         else:
             t.add_column(col, justify="right", no_wrap=True)
@@ -121,5 +116,6 @@ def table(snap: Snapshot) -> Any:
             str(r.coverage),
             _risk(r.risk_pct),
             _risk(r.risk_random, True),
+            *([r.dpor] if len(cols) > 8 else []),
         )
     return t

@@ -52,6 +52,10 @@ class Task:
     database: str | None = None
     #: Seconds this chunk may run before it stops where it is (the campaign's deadline).
     budget_s: float = 1e9
+    #: dpor: the subtree's prefix (JSON pairs), its checkpoint file, the preemption bound.
+    prefix: tuple[tuple[int, int], ...] = ()
+    checkpoint: str = ""
+    bound: int | None = None
 
 
 @dataclass
@@ -79,6 +83,11 @@ class ChunkResult:
     rss_mb: float = 0.0
     #: PCT's k (decision points of the default run).
     k: int = 0
+    #: dpor: equivalence classes of the subtree so far; its search is over (exhausted or
+    #: stopped at a violation).
+    classes: int = 0
+    exhausted: bool = False
+    violated: bool = False
 
 
 class _Warm:
@@ -183,6 +192,10 @@ def run_chunk(task: Task) -> ChunkResult:
     strategy = c.shard.strategy
     if strategy == "hypothesis":
         _hypothesis(task, w, out, deadline, one)
+    elif strategy == "dpor":
+        from emu.campaign import dpor
+
+        dpor.run(task, out, deadline, lambda _i, sch: one(c.start + out.runs, sch))
     else:
         from emu.search.pct import PctRun
         from emu.search.random import RandomWalk
