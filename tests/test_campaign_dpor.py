@@ -136,3 +136,15 @@ def test_dpor_spec_keys_are_checked_with_their_line(tmp_path):
             parse(head + 'strategies = ["dpor"]\n' + base, tmp_path / "s.toml")
     spec = parse('strategies = ["dpor"]\n' + base, tmp_path / "s.toml")
     assert (spec.dpor_depth, spec.preemptions) == (2, None)
+
+
+def test_the_campaign_command_ends_with_each_scenarios_dpor_verdict(tmp_path, capsys):
+    from emu.cli import main
+
+    out = tmp_path / "camp"
+    assert main(["campaign", str(_spec(tmp_path, 1)), "--out", str(out), "--json"]) == 0
+    capsys.readouterr()
+    # A second session of a finished campaign has nothing left to run: it says the verdict.
+    assert main(["campaign", str(_spec(tmp_path, 1)), "--out", str(out), "--workers", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("dpor ") and "verified: within bound 1" in line for line in lines)

@@ -65,6 +65,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     finally:  # after Ctrl-C too: the report of what the checkpoints hold
         atomic_write(args.out / "report.md", report.markdown(report.read(args.out)))
     if not args.json:
+        for label, verdict in report.read(args.out).dpor:
+            print(f"dpor {label}: {verdict}")
         print(
             f"{snap.signatures} signatures; report: {args.out / 'report.md'}; "
             f"list: vdsofuzz findings {args.out}"
