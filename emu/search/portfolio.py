@@ -5,14 +5,16 @@ Phases, each stopping at the first violation:
 1. replay: when Hypothesis' example database holds examples (failures an earlier run
    saved), Hypothesis runs first for a few schedules: it replays them before anything else;
 2. one random walk (many catalog bugs show in the first walk);
-3. rounds of growing length: `2 m` random walks (the walks `random` makes with the same
-   seed, continued round after round), `m` runs of one bounded `exhaustive` search
-   (preemption bound 2, resumed round after round until it has covered its bound) and,
-   from the fourth round on, `m / 4` runs of PCT (depth 3); `m` starts at 1 and doubles up
-   to `SLICE_CAP`, so the slices stay short. A systematic run asks the scheduler at every
-   visible operation (Python) and costs about two random walks, which run natively
-   between their preemptions: two walks per systematic run give both about the same time,
-   and the portfolio reaches a bug within about twice the time of the faster of the two.
+3. rounds, each one run of a bounded `exhaustive` search (preemption bound 2, resumed
+   round after round until it has covered its bound) then random walks (the walks
+   `random` makes with the same seed, continued): one walk in each of the first `EARLY`
+   rounds (a bounded search finds most of what it finds in its first few runs), two
+   after; and from round `PCT_FROM` on, one PCT run (depth 3) every `PCT_EVERY` rounds.
+   A systematic run asks the scheduler at every visible operation (in Python) and costs
+   about two random walks, which run natively between their preemptions: both get about
+   the same time, so the portfolio reaches a bug in about twice the time of the faster
+   of the two, less where the two are fast on different seeds. When the bounded search
+   has covered its bound, its share goes to the walks.
 
 `exhaustive` rather than `dpor` at bound 2: on the catalog both find every bug in about
 the same number of runs (bound 2 is small), and an `exhaustive` run costs about half a
@@ -40,7 +42,7 @@ BOUND = 2
 WALKS_PER_RUN = 2
 #: Rounds with one walk (not WALKS_PER_RUN): the bounded search's first runs find most
 #: of the bugs it finds at all.
-EARLY = 0
+EARLY = 2
 #: One PCT run every PCT_EVERY rounds from round PCT_FROM on.
 PCT_FROM = 32
 PCT_EVERY = 4
