@@ -34,7 +34,7 @@ from emu.search.pct import PctStrategy
 from emu.search.random import RandomStrategy, RandomWalk
 from emu.search.strategy import Result, RunOne, Settings, Strategy
 
-#: Schedules the replay phase may take (the database's examples come first).
+#: Most examples the replay phase replays (it takes one run more: the default schedule).
 REPLAY_RUNS = 32
 #: The systematic part's preemption bound (every catalog bug is within it).
 BOUND = 2
@@ -70,11 +70,14 @@ class PortfolioStrategy(Strategy):
 
     def explore(self, run_one: RunOne, budget: int) -> None:
         try:
-            if self._has_examples():
+            stored = self._examples()
+            if stored:
                 from emu.search.hypothesis import HypothesisStrategy
 
+                # Its first run (the default schedule), then the stored examples (the
+                # database is shared by every scenario: most may not fail here).
                 replay = HypothesisStrategy(self.seed, self.database)
-                self._phase("replay", replay, run_one, min(REPLAY_RUNS, budget))
+                self._phase("replay", replay, run_one, min(1 + stored, budget))
             self._rounds(run_one, budget)
         finally:
             self._report()
@@ -118,9 +121,19 @@ class PortfolioStrategy(Strategy):
 
         strat.explore(counted, budget)
 
-    def _has_examples(self) -> bool:
+    def _examples(self) -> int:
+        """Files in Hypothesis' example database (an upper bound on the examples it replays;
+        counted up to REPLAY_RUNS)."""
         db = self.database
-        return db is not None and db.is_dir() and any(p.is_file() for p in db.rglob("*"))
+        if db is None or not db.is_dir():
+            return 0
+        n = 0
+        for p in db.rglob("*"):
+            if p.is_file():
+                n += 1
+                if n >= REPLAY_RUNS:
+                    break
+        return n
 
     def _report(self) -> None:
         self.stats.update({"runs": self.runs, "phases": dict(self.phases)})
