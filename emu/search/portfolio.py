@@ -3,7 +3,8 @@ comes about as fast as from the best single one, whichever that is for the scena
 
 Phases, each stopping at the first violation:
 1. replay: when Hypothesis' example database holds examples (failures an earlier run
-   saved), Hypothesis runs first for a few schedules: it replays them before anything else;
+   saved), Hypothesis runs first, one run more than the database has files (at most
+   `REPLAY_RUNS` + 1): it replays them before anything else;
 2. one random walk (many catalog bugs show in the first walk);
 3. rounds, each one run of a bounded `exhaustive` search (preemption bound 2, resumed
    round after round until it has covered its bound) then random walks (the walks
@@ -11,7 +12,8 @@ Phases, each stopping at the first violation:
    rounds (a bounded search finds most of what it finds in its first few runs), two
    after; and from round `PCT_FROM` on, one PCT run (depth 3) every `PCT_EVERY` rounds.
    A systematic run asks the scheduler at every visible operation (in Python) and costs
-   about two random walks, which run natively between their preemptions: both get about
+   about two random walks, which run natively between their preemptions (without task
+   migration or speculation, which keep walks in Python too): both get about
    the same time, so the portfolio reaches a bug in about twice the time of the faster
    of the two, less where the two are fast on different seeds. When the bounded search
    has covered its bound, its share goes to the walks.
