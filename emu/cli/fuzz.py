@@ -97,9 +97,9 @@ def _search_options(f: argparse.ArgumentParser) -> None:
         "--strategy",
         default=STRATEGIES[0],
         choices=STRATEGIES,
-        help="portfolio (default: a bounded dpor pass, then PCT and random rounds; replays "
-        "Hypothesis' database first), hypothesis (shrinks, keeps a database), random, pct "
-        "(probabilistic "
+        help="portfolio (default: random walks interleaved with a bounded exhaustive "
+        "search, later PCT; replays Hypothesis' database first), hypothesis (shrinks, "
+        "keeps a database), random, pct (probabilistic "
         "concurrency testing, see --depth), exhaustive (every interleaving up to "
         "--preemptions preemptions; without it, dpor) or dpor (every interleaving, one "
         "per equivalence class)",

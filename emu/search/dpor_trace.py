@@ -9,7 +9,8 @@ used as bitsets (bit k: the event at t = k).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
 
 from emu.engine.run import Op, Read
 from emu.search.dependence import HOST, Event, dependent
@@ -59,22 +60,39 @@ class Trace:
         self.events: list[Event] = []
         self.hb: list[int] = []
         self.direct: list[list[int]] = []
+        #: Positions of host events, and of task events that can depend on another task's
+        #: (first or last of a read, clock observations): the only candidates a task
+        #: event's dependence has to be checked against (see `_maybe`).
+        self._host: list[int] = []
+        self._special: list[int] = []
+        #: Agent -> position of its latest event (program order).
+        self._last: dict[int, int] = {}
 
     def truncate(self, n: int) -> None:
+        if n >= len(self.events):
+            return
         del self.events[n:], self.hb[n:], self.direct[n:]
+        del self._host[bisect_left(self._host, n) :]
+        del self._special[bisect_left(self._special, n) :]
+        self._last = {}
+        for k, e in enumerate(self.events):
+            self._last[e.agent] = k
 
     def append(self, e: Event) -> None:
         events = self.events
         j = len(events)
-        preds: list[int] = []
-        po = -1
-        for k in range(j - 1, -1, -1):
-            if events[k].agent == e.agent:
-                po = k
-                break
-        for k, other in enumerate(events):
-            if other.agent != e.agent and _maybe(other, e) and dependent(other, e):
-                preds.append(k)
+        if e.agent == HOST:
+            cands: Iterable[int] = range(j)
+        elif _special(e):
+            cands = sorted(self._host + self._special)
+        else:
+            cands = self._host
+        preds = [
+            k
+            for k in cands
+            if events[k].agent != e.agent and _maybe(events[k], e) and dependent(events[k], e)
+        ]
+        po = self._last.get(e.agent, -1)
         if po >= 0:
             preds.append(po)
         mask = 0
@@ -84,6 +102,16 @@ class Trace:
         events.append(e)
         hb.append(mask)
         self.direct.append(preds)
+        self._last[e.agent] = j
+        if e.agent == HOST:
+            self._host.append(j)
+        elif _special(e):
+            self._special.append(j)
+
+
+def _special(e: Event) -> bool:
+    """Can this task event depend on another task's event?"""
+    return e.first or e.last or e.clock
 
 
 def _maybe(a: Event, b: Event) -> bool:

@@ -153,6 +153,8 @@ class ExhaustiveStrategy(Strategy):
         self.commuted = 0
         self.complete = False
         self.violated = False
+        #: The search's path, kept between calls so `explore` resumes where it stopped.
+        self.frames: list[Frame] = []
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Strategy:
@@ -184,7 +186,8 @@ class ExhaustiveStrategy(Strategy):
         return out
 
     def explore(self, run_one: RunOne, budget: int) -> None:
-        frames: list[Frame] = []
+        """Search until a hit, `budget` interleavings in all (a later call resumes), or done."""
+        frames = self.frames
         try:
             while self.interleavings < budget:
                 sched = Guided(frames)

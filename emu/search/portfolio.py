@@ -3,14 +3,27 @@ comes about as fast as from the best single one, whichever that is for the scena
 
 Phases, each stopping at the first violation:
 1. replay: when Hypothesis' example database holds examples (failures an earlier run
-   saved), Hypothesis runs first for a few schedules: it replays them before anything else;
-2. rounds of growing length (4, 8, 16, ... runs, up to a cap), each round giving the same
-   number of runs to random walks (the walks `random` makes with the same seed, continued
-   round after round), to `dpor` with preemption bound 2 (one search, resumed round after
-   round until it has covered its bound) and to PCT (depth 3). Whichever strategy is
-   fastest on the scenario finds the bug within about three times its own number of runs.
+   saved), Hypothesis runs first, one run more than the database has files (at most
+   `REPLAY_RUNS` + 1): it replays them before anything else;
+2. one random walk (many catalog bugs show in the first walk);
+3. rounds, each one run of a bounded `exhaustive` search (preemption bound 2, resumed
+   round after round until it has covered its bound) then random walks (the walks
+   `random` makes with the same seed, continued): one walk in each of the first `EARLY`
+   rounds (a bounded search finds most of what it finds in its first few runs), two
+   after; and from round `PCT_FROM` on, one PCT run (depth 3) every `PCT_EVERY` rounds.
+   A systematic run asks the scheduler at every visible operation (in Python) and costs
+   about two random walks, which run natively between their preemptions (without task
+   migration or speculation, which keep walks in Python too): both get about
+   the same time, so the portfolio reaches a bug in about twice the time of the faster
+   of the two, less where the two are fast on different seeds. When the bounded search
+   has covered its bound, its share goes to the walks.
 
-Same seed, same runs: every phase is deterministic.
+`exhaustive` rather than `dpor` at bound 2: on the catalog both find every bug in about
+the same number of runs (bound 2 is small), and an `exhaustive` run costs about half a
+`dpor` run (no happens-before or race analysis).
+
+Same seed, same runs: every phase is deterministic (the split is counted in runs, never
+in wall-clock time).
 """
 
 from __future__ import annotations
@@ -18,18 +31,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from emu.engine.scheduler import Scheduler
-from emu.search.dpor import DporStrategy
+from emu.search.exhaustive import ExhaustiveStrategy
 from emu.search.pct import PctStrategy
 from emu.search.random import RandomStrategy, RandomWalk
 from emu.search.strategy import Result, RunOne, Settings, Strategy
 
-#: Schedules the replay phase may take (the database's examples come first).
+#: Most examples the replay phase replays (it takes one run more: the default schedule).
 REPLAY_RUNS = 32
-#: The dpor part's preemption bound (every catalog bug is within it).
-DPOR_BOUND = 2
-#: The first round's runs per strategy; each round doubles it (up to the cap).
-ROUND = 4
-ROUND_CAP = 1024
+#: The systematic part's preemption bound (every catalog bug is within it).
+BOUND = 2
+#: Random walks per systematic run in a round (a systematic run costs about two walks).
+WALKS_PER_RUN = 2
+#: Rounds with one walk (not WALKS_PER_RUN): the bounded search's first runs find most
+#: of the bugs it finds at all.
+EARLY = 2
+#: One PCT run every PCT_EVERY rounds from round PCT_FROM on.
+PCT_FROM = 32
+PCT_EVERY = 4
 
 
 class PortfolioStrategy(Strategy):
@@ -54,41 +72,43 @@ class PortfolioStrategy(Strategy):
 
     def explore(self, run_one: RunOne, budget: int) -> None:
         try:
-            if self._has_examples():
+            stored = self._examples()
+            if stored:
                 from emu.search.hypothesis import HypothesisStrategy
 
+                # Its first run (the default schedule), then the stored examples (the
+                # database is shared by every scenario: most may not fail here).
                 replay = HypothesisStrategy(self.seed, self.database)
-                self._phase("replay", replay, run_one, min(REPLAY_RUNS, budget))
-            dpor = DporStrategy(DPOR_BOUND)
-            size, k, walk = ROUND, 0, 0
-            while not self.hit and self.runs < budget:
-                # The same walks `random` makes with this seed, continued round after round.
-                n = min(size, budget - self.runs)
-                self._phase("random", _Walks(self.seed, walk), run_one, n)
-                walk += n
-                if not self.hit and not dpor.complete:
-                    self._dpor(dpor, run_one, min(size, budget - self.runs))
-                pct = PctStrategy(self.seed * 1_000_003 + k, self.depth, self.agents)
-                k += 1
-                if not self.hit:
-                    self._phase("pct", pct, run_one, min(size, budget - self.runs))
-                size = min(size * 2, ROUND_CAP)
+                self._phase("replay", replay, run_one, min(1 + stored, budget))
+            self._rounds(run_one, budget)
         finally:
             self._report()
 
-    def _dpor(self, dpor: DporStrategy, run_one: RunOne, n: int) -> None:
-        """`n` more runs of the one dpor search."""
+    def _rounds(self, run_one: RunOne, budget: int) -> None:
+        """One walk, then rounds: a run of the bounded search, walks, now and then PCT."""
+        self._phase("random", _Walks(self.seed, 0), run_one, min(1, budget))
+        systematic = ExhaustiveStrategy(BOUND)
+        r, walk = 0, 1
+        while not self.hit and self.runs < budget:
+            if not systematic.complete:
+                self._systematic(systematic, run_one, min(1, budget - self.runs))
+            # When the bounded search is done, the walks take its share.
+            n = 1 if r < EARLY else WALKS_PER_RUN + int(systematic.complete)
+            if not self.hit:
+                n = min(n, budget - self.runs)
+                self._phase("random", _Walks(self.seed, walk), run_one, n)
+                walk += n
+            if not self.hit and r >= PCT_FROM and r % PCT_EVERY == 0:
+                pct = PctStrategy(self.seed * 1_000_003 + r, self.depth, self.agents)
+                self._phase("pct", pct, run_one, min(1, budget - self.runs))
+            r += 1
 
-        def counted(s: Scheduler) -> Result:
-            res = run_one(s)
-            self.runs += 1
-            self.phases["dpor"] = self.phases.get("dpor", 0) + 1
-            self.hit = self.hit or res.hit
-            return res
-
-        for _ in range(n):
-            if not dpor.step(counted):
-                return
+    def _systematic(self, search: ExhaustiveStrategy, run_one: RunOne, n: int) -> None:
+        """`n` more runs of the one bounded search."""
+        if n > 0:
+            # Its budget counts its runs in all: `n` more than it has made.
+            self._phase("exhaustive", search, run_one, search.interleavings + n)
+            search.notes.clear()  # each call reports; only the runs matter here
 
     def _phase(self, name: str, strat: Strategy, run_one: RunOne, budget: int) -> None:
         if budget <= 0:
@@ -103,9 +123,19 @@ class PortfolioStrategy(Strategy):
 
         strat.explore(counted, budget)
 
-    def _has_examples(self) -> bool:
+    def _examples(self) -> int:
+        """Files in Hypothesis' example database (an upper bound on the examples it replays;
+        counted up to REPLAY_RUNS)."""
         db = self.database
-        return db is not None and db.is_dir() and any(p.is_file() for p in db.rglob("*"))
+        if db is None or not db.is_dir():
+            return 0
+        n = 0
+        for p in db.rglob("*"):
+            if p.is_file():
+                n += 1
+                if n >= REPLAY_RUNS:
+                    break
+        return n
 
     def _report(self) -> None:
         self.stats.update({"runs": self.runs, "phases": dict(self.phases)})
