@@ -220,3 +220,21 @@ def test_a_run_that_raises_keeps_the_choices_made_before_it(options):
         assert kept == [c for c in full.choices if c[0] < at]
         seen += bool(kept)
     assert seen >= 5, "most random runs preempt before their middle"
+
+
+def test_a_closed_pipe_is_not_an_internal_error(tmp_path):
+    """`vdsofuzz trace F | head`: the reader going away stops us quietly (exit 141)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emu", "fuzz", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 141
+    assert b"internal error" not in err and not list(tmp_path.glob("internal-error-*"))

@@ -8,6 +8,7 @@ stderr saying what to do), 70 an internal error (a bug of ours, saved for a repo
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from emu.cli import campaign, check, fuzz, images, internal
@@ -15,6 +16,8 @@ from emu.errors import BAD_INPUT
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+#: As a shell reports a command killed by SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE = 141
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,5 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vdsofuzz: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`): not a bug; stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as e:  # every other exception is a bug of ours: say so, save the run
         return internal.report(e, argv, vars(args).get("out"))
