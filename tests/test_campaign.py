@@ -14,7 +14,7 @@ from emu.campaign.checkpoint import ShardState
 from emu.campaign.shards import Chunk, Shard
 from emu.campaign.signature import signature
 from emu.campaign.store import FindingStore
-from emu.campaign.worker import ChunkResult
+from emu.campaign.warm import ChunkResult
 from emu.cli.app import main
 from emu.engine.scenario import Scenario
 from emu.search.fuzz import Fuzzer

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from emu.campaign.shards import Chunk, Shard
 from emu.campaign.store import atomic_write
-from emu.campaign.worker import ChunkResult
+from emu.campaign.warm import ChunkResult
 
 
 @dataclass

@@ -29,7 +29,7 @@ from emu.search.dpor_checkpoint import Prefix
 from emu.search.strategy import Result
 
 if TYPE_CHECKING:
-    from emu.campaign.worker import ChunkResult, Task
+    from emu.campaign.warm import ChunkResult, Task
 
 
 class _OutOfTime(Exception):
@@ -38,9 +38,9 @@ class _OutOfTime(Exception):
 
 def split(scenario: Scenario, ref: ImageRef, depth: int) -> list[list[list[int]]]:
     """Run in a worker: the scenario's subtree prefixes (as JSON lists)."""
-    from emu.campaign.worker import _warm
+    from emu.campaign.warm import get_warm
 
-    w = _warm(scenario, ref)
+    w = get_warm(scenario, ref)
 
     def run_one(scheduler: Scheduler) -> Result:
         run, vs = w.fuzzer.run(scheduler)

@@ -26,7 +26,8 @@ from emu.campaign.shards import Chunk, Shard, shards
 from emu.campaign.spec import Spec
 from emu.campaign.status import Row, Snapshot, label, residual
 from emu.campaign.store import FindingStore, atomic_write
-from emu.campaign.worker import ChunkResult, Task, run_chunk, warm
+from emu.campaign.warm import ChunkResult, Task, warm
+from emu.campaign.worker import run_chunk
 from emu.engine.scenario import Scenario
 
 

@@ -1,4 +1,4 @@
-"""What runs in a worker process: one chunk of one shard, and the warm executors it reuses.
+"""What runs in a worker process: one chunk of one shard (its warm fuzzers: warm.py).
 
 `run_chunk` is a top-level function of picklable records, so the same call runs in a local
 `ProcessPoolExecutor` and on a Dask worker. A worker keeps one warm `Fuzzer` (executor,
@@ -20,112 +20,21 @@ import resource
 import signal
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emu.campaign.images import ImageRef, load_ref
-from emu.campaign.shards import Chunk, mix
+from emu.campaign.shards import mix
 from emu.campaign.signature import Signature, signature
-from emu.engine.executor import Executor
+from emu.campaign.warm import ChunkResult, Found, Task, Warm, get_warm
 from emu.engine.readsfrom import pattern, reads_from
 from emu.engine.run import Run
-from emu.engine.scenario import Scenario
-from emu.engine.scheduler import Default, Scheduler
+from emu.engine.scheduler import Scheduler
 from emu.oracles import Violation
-from emu.search.fuzz import Fuzzer
 from emu.search.strategy import Result
 
 #: Coverage is counted on every SAMPLE-th run: computing reads-from costs about half a run
 #: (measured: 290-520 us against 530-760 us per run), on a sample it costs about 6%.
 SAMPLE = 8
-
-
-@dataclass(frozen=True)
-class Task:
-    chunk: Chunk
-    scenario: Scenario
-    image: ImageRef
-    depth: int = 3
-    #: The shared Hypothesis example database (a directory), or None.
-    database: str | None = None
-    #: Seconds this chunk may run before it stops where it is (the campaign's deadline).
-    budget_s: float = 1e9
-    #: dpor: the subtree's prefix (JSON pairs), its checkpoint file, the preemption bound.
-    prefix: tuple[tuple[int, int], ...] = ()
-    checkpoint: str = ""
-    bound: int | None = None
-
-
-@dataclass
-class Found:
-    signature: dict[str, Any]
-    finding: dict[str, Any]
-    #: Number of choices of the shrunk schedule: the smaller finding wins.
-    size: int
-
-
-@dataclass
-class ChunkResult:
-    chunk: Chunk
-    #: The run index reached: `chunk.end` when the chunk is complete.
-    reached: int
-    runs: int = 0
-    hits: dict[str, int] = field(default_factory=dict)
-    found: dict[str, Found] = field(default_factory=dict)
-    coverage: list[int] = field(default_factory=list)
-    elapsed: float = 0.0
-    #: CPU seconds the worker spent on the chunk (time.process_time).
-    cpu: float = 0.0
-    pid: int = 0
-    host: str = ""
-    rss_mb: float = 0.0
-    #: PCT's k (decision points of the default run).
-    k: int = 0
-    #: dpor: equivalence classes of the subtree so far; its search is over (exhausted or
-    #: stopped at a violation).
-    classes: int = 0
-    exhausted: bool = False
-    violated: bool = False
-
-
-class _Warm:
-    """A scenario's warm fuzzer and what a worker learned about it."""
-
-    def __init__(self, scenario: Scenario, ref: ImageRef) -> None:
-        image = load_ref(ref, scenario.cpu or None)
-        self.fuzzer = Fuzzer(scenario, Executor(scenario, image))
-        self.k = self.fuzzer.run(Default())[0].points
-        #: Raw signature id -> the shrunk signature and its finding.
-        self.shrunk: dict[str, Found] = {}
-        self.image_name = Path(ref.name).name
-
-
-#: Warm fuzzers by (thread, scenario), least recently used first: a Dask worker with
-#: several threads must not share a machine between them. Each holds a Unicorn machine
-#: (about 3.6 MB: peak RSS 49 MB with 4 warm, 176 MB with the catalog's 39).
-_WARM: OrderedDict[str, _Warm] = OrderedDict()
-#: Warm fuzzers a worker keeps; beyond, the least recently used is dropped.
-MAX_WARM = 48
-
-
-def _warm(scenario: Scenario, ref: ImageRef) -> _Warm:
-    key = f"{threading.get_ident()}:{ref.sha256}:{scenario!r}"
-    w = _WARM.get(key)
-    if w is None:
-        w = _WARM[key] = _Warm(scenario, ref)
-        while len(_WARM) > MAX_WARM:
-            _WARM.popitem(last=False)
-    _WARM.move_to_end(key)
-    return w
-
-
-def warm(tasks: list[tuple[Scenario, ImageRef]]) -> int:
-    """Build the warm fuzzers of `tasks` in this worker; its pid (start-up measure)."""
-    for scenario, ref in tasks:
-        _warm(scenario, ref)
-    return os.getpid()
 
 
 def init_local() -> None:
@@ -142,13 +51,13 @@ def init_local() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _coverage(w: _Warm, run: Run) -> int:
+def _coverage(w: Warm, run: Run) -> int:
     ex = w.fuzzer.executor
     p = pattern(reads_from(run, ex.machine.layout, ex.sites.widths, ex.image.vdso_data))
     return int.from_bytes(hashlib.blake2b(repr(p).encode(), digest_size=8).digest(), "little")
 
 
-def _record(w: _Warm, task: Task, out: ChunkResult, run: Run, vs: list[Violation]) -> None:
+def _record(w: Warm, task: Task, out: ChunkResult, run: Run, vs: list[Violation]) -> None:
     """Count a violating run under its shrunk signature, shrinking it if it is new here."""
     v = vs[0]
     raw = signature(run, v.oracle, v.reads, w.fuzzer.executor, w.image_name).id
@@ -175,7 +84,7 @@ def _record(w: _Warm, task: Task, out: ChunkResult, run: Run, vs: list[Violation
 def run_chunk(task: Task) -> ChunkResult:
     """Run `task`'s chunk; the result says how far it got and what it found."""
     start, cpu = time.monotonic(), time.process_time()
-    w = _warm(task.scenario, task.image)
+    w = get_warm(task.scenario, task.image)
     c = task.chunk
     out = ChunkResult(c, c.start, pid=os.getpid(), host=os.uname().nodename, k=w.k)
     deadline = start + task.budget_s
@@ -214,7 +123,7 @@ def run_chunk(task: Task) -> ChunkResult:
     return out
 
 
-def _hypothesis(task: Task, w: _Warm, out: ChunkResult, deadline: float, one: Any) -> None:
+def _hypothesis(task: Task, w: Warm, out: ChunkResult, deadline: float, one: Any) -> None:
     """Hypothesis searches seeded from (seed, chunk, restart) until the chunk's runs are
     spent; each stops at a violation (after shrinking it), and the next one starts."""
     from hypothesis.errors import Flaky
