@@ -165,15 +165,11 @@ class Campaign:
         self.peak_rss = max(self.peak_rss, res.rss_mb)
         self.worker_cpu += res.cpu
 
-    def _collect(self, pool: Pool, timeout: float, refill: Callable[[], None]) -> None:
+    def _collect(self, pool: Pool, timeout: float) -> None:
         done, _ = wait(list(self.in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
-        finished = [(f, self.in_flight.pop(f)) for f in done]
-        if all(f.exception() is None for f in done):
-            # Hand the idle workers their next chunks before the bookkeeping (checkpoints
-            # are fsynced), so a worker does not wait for it between two chunks.
-            refill()
         broken = False
-        for f, c in finished:
+        for f in done:
+            c = self.in_flight.pop(f)
             try:
                 self._apply(f.result())
             except BrokenProcessPool:
@@ -210,19 +206,15 @@ class Campaign:
                 }
             )
             next_show = time.monotonic()
-
-            def refill() -> None:
+            while True:
                 while len(self.in_flight) < pool.workers and self.remaining() > 0:
                     c = self.queue.popleft() if self.queue else next(fresh)
                     if c is None:
                         break
                     self._submit(pool, c)
-
-            while True:
-                refill()
                 if not self.in_flight:
                     break
-                self._collect(pool, max(0.05, next_show - time.monotonic()), refill)
+                self._collect(pool, max(0.05, next_show - time.monotonic()))
                 if time.monotonic() >= next_show:
                     show(self.snapshot(pool.workers))
                     next_show = time.monotonic() + self.opts.interval
