@@ -23,6 +23,7 @@ from emu.errors import UsageError
 from emu.search.registry import STRATEGIES
 
 if TYPE_CHECKING:  # the search driver loads the engine (Unicorn): only when a command runs
+    from emu.report.trace import Trace
     from emu.search.fuzz import Fuzzer
     from emu.search.fuzz import Outcome as FuzzOutcome
 
@@ -350,8 +351,16 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from emu.report.trace import stream
 
     schedule, _, executor = _load_schedule(args.file, args.max_insns)
+    if args.watch:
+        from emu.report import watch
+
+        watch.resolve(executor, args.watch)  # a bad name is bad input before any run
     if args.svg or args.perfetto:
-        _pictures(args, schedule, executor)
+        tr = _pictures(args, schedule, executor)
+        if not args.watch:
+            # The pictures' trace is the one stream would print: no second replay.
+            sys.stdout.write(tr.jsonl() if args.jsonl else tr.text())
+            return 1 if tr.violations else 0
     if args.watch:
         return _watch(args.watch, schedule, executor)
     violations = stream(schedule, executor, sys.stdout.write, jsonl=args.jsonl)
@@ -370,7 +379,7 @@ def _watch(names: list[str], schedule: Any, executor: Any) -> int:
     return 1 if judge(run, executor.scenario) else 0
 
 
-def _pictures(args: argparse.Namespace, schedule: Any, executor: Any) -> None:
+def _pictures(args: argparse.Namespace, schedule: Any, executor: Any) -> Trace:
     """`trace --svg/--perfetto`: the timeline files, from a folded trace of the run."""
     from emu.report import perfetto_trace, svg
     from emu.report.trace import trace
@@ -379,6 +388,7 @@ def _pictures(args: argparse.Namespace, schedule: Any, executor: Any) -> None:
     for out, writer in ((args.svg, svg.write), (args.perfetto, perfetto_trace.write)):
         if out is not None:
             writer(tr, executor, out)
+    return tr
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
