@@ -50,7 +50,10 @@ class SiteHandlers:
         self.shared = ex.machine.layout.shared
         #: How many sites of the image are hooked (visible operations and fences).
         self.hooked = 0
-        self.widths: dict[int, int] = {}
+        #: Load width at each hooked load's address, what `emu.engine.readsfrom` needs to
+        #: know which bytes a load read: the decider's own map (it tells schedulers that
+        #: reduce), filled by `hook_all`.
+        self.widths = ex.decider.widths
         self._by_kind: dict[str, Handler] = {
             FENCE: self.fence,
             TSC: self.rdtsc,
@@ -71,10 +74,7 @@ class SiteHandlers:
             for addr, site in sorted(found.items())
         }
         self.hooked = len(hooked)
-        #: Load width at each hooked load's address: what `emu.engine.readsfrom` needs to
-        #: know which bytes a load read (and the decider tells schedulers that reduce).
-        self.widths = {a: s.mem.size for a, (s, _) in hooked.items() if s.mem is not None}
-        self.ex.decider.widths.update(self.widths)
+        self.widths.update({a: s.mem.size for a, (s, _) in hooked.items() if s.mem is not None})
         on_site = {addr: self.bind(site, how) for addr, (site, how) in hooked.items()}
         if native and lane.library() is not None:
             return LaneBridge(m, hooked, on_site, self.ex.decider, self.ex.record_op)
