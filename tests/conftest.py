@@ -94,3 +94,15 @@ def build_reader(tmp_path: Path, name: str, source: str, *flags: str) -> Path:
     ]
     subprocess.run(cmd, check=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def legacy_copy_finding():
+    """`modern` torn by `kvm-legacy-copy` (hypothesis, seed 0) and its executor: the finding
+    the picture tests draw."""
+    from emu.search.fuzz import Fuzzer
+
+    fuzzer = Fuzzer(Scenario(image="modern", host="kvm-legacy-copy"))
+    out = fuzzer.fuzz(strategy="hypothesis", seed=0)
+    assert out.finding is not None
+    return out.finding, fuzzer.executor

@@ -12,23 +12,13 @@ from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace, TrackEvent
 from emu.cli import main
 from emu.engine.decode import LOAD
 from emu.engine.readsfrom import BOOT, reads_from
-from emu.engine.scenario import Scenario
 from emu.report import perfetto_trace
 from emu.report.trace import trace
-from emu.search.fuzz import Fuzzer
 
 
 @pytest.fixture(scope="module")
-def finding():
-    fuzzer = Fuzzer(Scenario(image="modern", host="kvm-legacy-copy"))
-    out = fuzzer.fuzz(strategy="hypothesis", seed=0)
-    assert out.finding is not None
-    return out.finding, fuzzer.executor
-
-
-@pytest.fixture(scope="module")
-def written(finding, tmp_path_factory):
-    f, executor = finding
+def written(legacy_copy_finding, tmp_path_factory):
+    f, executor = legacy_copy_finding
     path = f.save(tmp_path_factory.mktemp("pf") / "finding.json")
     out = path.parent / "run.pftrace"
     assert main(["trace", str(path), "--perfetto", str(out)]) == 1

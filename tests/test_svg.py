@@ -13,27 +13,16 @@ from emu.engine.decode import LOAD
 from emu.engine.executor import Executor
 from emu.engine.readsfrom import BOOT, reads_from
 from emu.engine.run import Op, Read
-from emu.engine.scenario import Scenario
 from emu.report import svg
 from emu.report.timeline import attempts_of
 from emu.report.trace import trace
-from emu.search.fuzz import Fuzzer
 
 TEXT = "{http://www.w3.org/2000/svg}text"
 
 
 @pytest.fixture(scope="module")
-def finding():
-    """The finding of the README's first command (`vdsofuzz fuzz` with its defaults)."""
-    fuzzer = Fuzzer(Scenario(image="modern", host="kvm-legacy-copy"))
-    out = fuzzer.fuzz(strategy="hypothesis", seed=0)
-    assert out.finding is not None
-    return out.finding, fuzzer.executor
-
-
-@pytest.fixture(scope="module")
-def drawn(finding):
-    f, executor = finding
+def drawn(legacy_copy_finding):
+    f, executor = legacy_copy_finding
     tr = trace(f.schedule, executor)
     return tr, executor, ET.fromstring(svg.svg(tr, executor))
 
@@ -121,15 +110,17 @@ def test_parked_intervals_are_shaded_and_the_violating_read_highlighted(drawn):
     assert " ".join(f"VIOLATION of {v.oracle}: {v.message}".split()) == " ".join(message.split())
 
 
-def test_the_same_finding_draws_the_same_bytes(finding):
-    f, executor = finding
+def test_the_same_finding_draws_the_same_bytes(legacy_copy_finding):
+    f, executor = legacy_copy_finding
     first = svg.svg(trace(f.schedule, executor), executor)
     fresh = Executor(f.schedule.scenario)
     assert svg.svg(trace(f.schedule, fresh), fresh) == first
 
 
-def test_trace_svg_writes_the_file_and_refuses_an_unwritable_path(finding, tmp_path, capsys):
-    f, executor = finding
+def test_trace_svg_writes_the_file_and_refuses_an_unwritable_path(
+    legacy_copy_finding, tmp_path, capsys
+):
+    f, executor = legacy_copy_finding
     path = f.save(tmp_path / "finding.json")
     out = tmp_path / "t.svg"
     assert main(["trace", str(path), "--svg", str(out)]) == 1
