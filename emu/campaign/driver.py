@@ -1,8 +1,9 @@
 """The campaign loop: hand chunks to the pool, fold their results into the findings,
 checkpoints and coverage, show the status, stop at the time budget.
 
-At most one chunk per worker is in flight, so a crash of the campaign process loses at most
-one chunk per worker: one checkpoint interval of wall time. Every result is saved in the
+At most one chunk per worker runs (on Dask a second one waits behind it: emu/campaign/pool.py),
+so a crash of the campaign process loses at most one chunk per worker: one checkpoint
+interval of wall time. Every result is saved in the
 order findings, coverage, checkpoint (see emu/campaign/checkpoint.py). The checkpoint is
 renamed into place before the worker gets its next chunk (so a kill of this process never
 finds a finished chunk unsaved behind a new one) and fsynced after: the worker does not
@@ -210,7 +211,7 @@ class Campaign:
             )
             next_show = time.monotonic()
             while True:
-                while len(self.in_flight) < pool.workers and self.remaining() > 0:
+                while len(self.in_flight) < pool.workers * pool.depth and self.remaining() > 0:
                     c = self.queue.popleft() if self.queue else next(fresh)
                     if c is None:
                         break
