@@ -10,7 +10,7 @@ import pytest
 from conftest import needs_running_vdso
 
 from emu.campaign import spec as specmod
-from emu.campaign.checkpoint import ShardState
+from emu.campaign.checkpoint import Checkpoints, ShardState
 from emu.campaign.shards import Chunk, Shard
 from emu.campaign.signature import signature
 from emu.campaign.store import FindingStore
@@ -156,6 +156,23 @@ def test_store_keeps_the_smallest_finding_once(tmp_path):
     files = list((tmp_path / "findings").iterdir())
     assert [p.name for p in files] == ["abc.json"]  # no temporary file left, one per signature
     assert json.loads(files[0].read_text())["choices"] == [[3, "host"]]
+
+
+def test_an_unsynced_checkpoint_is_in_place_before_its_sync(tmp_path):
+    """The driver renames a checkpoint into place (what a kill of the campaign process
+    needs) before it hands out the next chunk, and fsyncs it after."""
+    shard = Shard(0, "random", 0)
+    ckpt = Checkpoints(tmp_path, [shard])
+    ckpt.states[shard.key].apply(ChunkResult(Chunk(shard, 0, 0, 100), 100), 1.0)
+    ckpt.save(shard.key, sync=False)
+    path = tmp_path / "checkpoints" / f"{shard.key}.json"
+    assert json.loads(path.read_text())["done_below"] == 1
+    assert ckpt.unsynced == {path}
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
+    path.unlink()  # a file replaced or gone since is not an error: nothing left to sync
+    ckpt.sync()
+    assert not ckpt.unsynced
+    assert Checkpoints(tmp_path, [shard]).states[shard.key].done_below == 0
 
 
 def test_checkpoint_counts_each_run_once_and_requeues_the_rest():

@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from emu.campaign import store
 from emu.campaign.shards import Chunk, Shard
 from emu.campaign.store import atomic_write
 from emu.campaign.warm import ChunkResult
@@ -77,6 +78,7 @@ class Checkpoints:
         self.dir = out / "checkpoints"
         self.shards = {s.key: s for s in shards}
         self.states: dict[str, ShardState] = {}
+        self.unsynced: set[Path] = set()
         for s in shards:
             p = self.dir / f"{s.key}.json"
             if p.exists():
@@ -95,9 +97,19 @@ class Checkpoints:
                 ShardState(**json.loads(p.read_text())) if p.exists() else (ShardState(s.key))
             )
 
-    def save(self, key: str) -> None:
+    def save(self, key: str, *, sync: bool = True) -> None:
+        """Write a shard's state; with `sync=False` it survives this process's death at
+        once and a power cut only after `sync()`."""
         st = self.states[key]
-        atomic_write(self.dir / f"{key}.json", json.dumps(asdict(st), sort_keys=True) + "\n")
+        path = self.dir / f"{key}.json"
+        atomic_write(path, json.dumps(asdict(st), sort_keys=True) + "\n", sync=sync)
+        if not sync:
+            self.unsynced.add(path)
+
+    def sync(self) -> None:
+        for path in sorted(self.unsynced):
+            store.sync(path)
+        self.unsynced.clear()
 
 
 class Coverage:

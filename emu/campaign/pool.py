@@ -7,6 +7,11 @@ machines are not shared between threads). The campaign submits and waits the sam
 both. A local worker that dies breaks the whole `ProcessPoolExecutor`; `restart` makes a
 new one (the campaign re-queues what was in flight). Dask re-runs a dead worker's tasks on
 its own and reports `KilledWorker` when it gives up; the campaign re-queues those too.
+
+`depth` is how many chunks the campaign keeps handed out per worker. Local: one, handed
+over through a pipe in well under a millisecond. Dask: two, because a task's round trip
+through the scheduler takes milliseconds; the second waits in the worker's queue and starts
+when the first ends, so it is not work a kill can lose (one chunk per worker still runs).
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ class Pool:
         self.client: Any = None
         if scheduler is None:
             self.workers = workers or default_workers()
+            self.depth = 1
             self.executor: Executor = self._local()
         else:
             self.executor = self._dask(scheduler)
             self.workers = workers or self._dask_threads()
+            self.depth = 2
 
     def _local(self) -> Executor:
         # fork: the workers start with the engine already imported (start-up < 1 s).

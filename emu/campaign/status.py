@@ -94,7 +94,7 @@ def table(snap: Snapshot) -> Any:
 
     mins = f"{snap.elapsed / 60:.1f} min elapsed, {snap.remaining / 60:.1f} min left"
     t = Table(
-        title=f"campaign: {mins}; {snap.workers} workers, {snap.in_flight} chunks running, "
+        title=f"campaign: {mins}; {snap.workers} workers, {snap.in_flight} chunks in flight, "
         f"{snap.requeued} re-queued; {snap.schedules} schedules ({snap.rate:.0f}/s), "
         f"{snap.signatures} signatures, coverage {snap.coverage}",
         title_justify="left",

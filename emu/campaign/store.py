@@ -16,15 +16,39 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a crash leaves the old or the new content."""
+def atomic_write(path: Path, text: str, *, sync: bool = True) -> None:
+    """Write `text` to `path` so that a crash leaves the old or the new content.
+
+    With `sync=False` the file is renamed into place unsynced: that already survives the
+    death of this process (the kernel keeps the page cache), and `sync(path)` later makes
+    it survive a power cut too. The campaign's checkpoints are written so, to hand the
+    worker its next chunk before waiting for the disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+    if sync:
+        _sync_dir(path)
+
+
+def sync(path: Path) -> None:
+    """Flush an unsynced `atomic_write` of `path` (its data, then the rename) to disk."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # replaced again since: the newer write is synced on its own
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _sync_dir(path)
+
+
+def _sync_dir(path: Path) -> None:
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)  # the rename itself survives a power cut
