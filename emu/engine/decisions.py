@@ -8,6 +8,8 @@ ran without asking).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from emu.engine.choice import (
     Choice,
     Migrate,
@@ -46,6 +48,8 @@ class Decider:
         #: Load site address -> the width of its load in bytes (filled by the site handlers;
         #: only `PointInfo` reads it).
         self.widths: dict[int, int] = {}
+        #: Takes a snapshot at a decision point (set by the executor; `PointInfo.snapshot`).
+        self.capture: Callable[[], object] | None = None
 
     def refresh(self, st: State) -> None:
         """Recompute who can run; called whenever a task finishes, a vCPU is parked or
@@ -177,7 +181,17 @@ class Decider:
             assert isinstance(agent, RunTask)
             choice = agent
         reads = tuple(t.read for t in st.tasks)
-        return PointInfo(choice, st.op, writes, st.t, st.run, reads, self.pages, self.widths)
+        return PointInfo(
+            choice,
+            st.op,
+            writes,
+            st.t,
+            st.run,
+            reads,
+            self.pages,
+            self.widths,
+            self.capture if st.snapshots else None,
+        )
 
     def _action_info(self, st: State) -> PointInfo | None:
         """The `PointInfo` of an action point: only the time and the run so far."""

@@ -12,7 +12,7 @@ The executor's decision maker (emu/engine/decisions.py) is the only caller of a 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -48,6 +48,10 @@ class PointInfo:
     #: load is (site address -> bytes): to turn the run's records into byte ranges.
     pages: Mapping[str, int] = field(default_factory=dict)
     widths: Mapping[int, int] = field(default_factory=dict)
+    #: Takes a snapshot of the run just before this decision (None: none can be taken
+    #: here), for `Scheduler.start_from` of a later run (emu/engine/snapshot.py). Call it
+    #: only inside `choose`.
+    snapshot: Callable[[], object] | None = None
 
     def host_commutes(self) -> bool:
         """Would the host's next step and the task's pending load touch disjoint bytes?"""
@@ -67,6 +71,12 @@ class Scheduler:
     def choose(self, point: int, options: Options, info: PointInfo | None) -> int:
         """The chosen option's position in `options` at decision point `point`."""
         raise NotImplementedError
+
+    def start_from(self) -> object | None:
+        """A snapshot (`PointInfo.snapshot`) this run starts from instead of the beginning:
+        the executor restores it and asks `choose` from its decision point on, so every
+        choice before it must be the one the snapshot's run made. Default: none."""
+        return None
 
     def quiet_until(self, point: int, options: Options) -> int:
         """The first decision point at or after `point` where this scheduler might not take

@@ -52,6 +52,9 @@ class Node:
     backtrack: list[int] = field(default_factory=list)
     #: Part of a fixed prefix (a subtree's root path): never backtracked to.
     fixed: bool = False
+    #: The executor's snapshot of the run just before this decision (None: not taken, as
+    #: after a checkpoint's resume): a later run whose path goes through here starts here.
+    snap: object | None = field(default=None, repr=False, compare=False)
 
     def pending(self) -> list[int]:
         """What is left to explore here."""
@@ -60,6 +63,12 @@ class Node:
             for a in self.backtrack
             if a != self.chosen and a not in self.explored and a not in self.sleep
         ]
+
+
+def _open_to(node: Node, chosen: int) -> bool:
+    """Can `node` ever be explored with another agent than `chosen` (one neither asleep
+    nor spin-blocked there)? Only then is a snapshot worth taking there."""
+    return any(a != chosen and a not in node.sleep and a not in node.spin for a in node.options)
 
 
 def agent_of(choice: object) -> int:
@@ -138,6 +147,14 @@ class DporRun(Scheduler):
             self.sleep = {**node.sleep, **node.explored}
             self.prev = node.chosen
 
+    def start_from(self) -> object | None:
+        """The snapshot of the deepest node of the path that has one: the run starts there
+        (the path's choices before it are the ones its run made)."""
+        for n in reversed(self.path):
+            if n.snap is not None:
+                return n.snap
+        return None
+
     # --- the run's events ------------------------------------------------------------
 
     def catch_up(self, run: Run, reads: tuple[Read | None, ...], until: int) -> None:
@@ -151,7 +168,8 @@ class DporRun(Scheduler):
             got += read_events(r, True, since, widths, pages)
         self._ended = len(run.reads)
         for live in reads:
-            if live is not None:
+            # Most reads made no operation since the last call: skip them cheaply.
+            if live is not None and live.ops and live.ops[-1].t >= since:
                 got += read_events(live, False, since, widths, pages)
         for ev in run.host[self._host :]:
             if ev.t >= since:
@@ -223,6 +241,8 @@ class DporRun(Scheduler):
             c = cost(node, a, self.vcpus)
             if self.bound is not None and self.preempt + c > self.bound:
                 continue
+            if info.snapshot is not None and _open_to(node, a):
+                node.snap = info.snapshot()
             node.chosen = a
             self.path.append(node)
             self._open = node
