@@ -64,26 +64,31 @@ def _search(sc: Scenario, bound: int | None, resume: bool, monkeypatch) -> tuple
 
 
 SCENARIOS = [
-    ("modern", "kvm", {"updates": 1}, 2, 1, 2),
+    ("modern", "kvm", {"updates": 1}, 2, 1, 2, {}),
     # No parking: a reader spins on the odd version until fairness moves on.
-    ("modern", "kvm", {"updates": 1, "park": 0}, 2, 1, 1),
-    ("bug-no-retry", "kvm", {"updates": 1, "park": 0}, 2, 1, None),
-    ("modern", "kvm", {"updates": 1, "tsc_jump": 1000, "tsc_hz": 2_000_000_000}, 2, 1, 1),
-    ("modern", "kvm-masterclock", {"updates": 1}, 2, 1, 2),
-    ("modern", "kvm-migration", {}, 2, 1, 1),
-    ("hyperv", "hyperv", {"updates": 1}, 2, 1, 1),
-    ("modern", "kvm", {"updates": 1}, 3, 1, 1),
-    ("modern-i386", "kvm", {"updates": 1}, 2, 2, 1),
+    ("modern", "kvm", {"updates": 1, "park": 0}, 2, 1, 1, {}),
+    ("bug-no-retry", "kvm", {"updates": 1, "park": 0}, 2, 1, None, {}),
+    ("modern", "kvm", {"updates": 1, "tsc_jump": 1000, "tsc_hz": 2_000_000_000}, 2, 1, 1, {}),
+    ("modern", "kvm-masterclock", {"updates": 1}, 2, 1, 2, {}),
+    ("modern", "kvm-migration", {}, 2, 1, 1, {}),
+    ("hyperv", "hyperv", {"updates": 1}, 2, 1, 1, {}),
+    ("modern", "kvm", {"updates": 1}, 3, 1, 1, {}),
+    ("modern-i386", "kvm", {"updates": 1}, 2, 2, 1, {}),
+    # Guest task migrations: snapshots at migration points only.
+    ("percpu", "unsynced-tsc", {}, 2, 1, 1, {"task_migration": True}),
+    ("modern", "kvm", {"updates": 1}, 2, 1, 1, {"task_migration": True}),
+    ("modern", "kvm", {"updates": 1}, 2, 1, 1, {"speculative_tsc": True}),
 ]
 
 
-@pytest.mark.parametrize(("image", "host", "params", "vcpus", "reads", "bound"), SCENARIOS)
+@pytest.mark.parametrize(("image", "host", "params", "vcpus", "reads", "bound", "kw"), SCENARIOS)
 def test_runs_from_snapshots_equal_runs_from_the_start(
-    image, host, params, vcpus, reads, bound, monkeypatch
+    image, host, params, vcpus, reads, bound, kw, monkeypatch
 ):
-    sc = Scenario(image=image, host=host, host_params=params, vcpus=vcpus, reads=reads)
+    sc = Scenario(image=image, host=host, host_params=params, vcpus=vcpus, reads=reads, **kw)
     fresh = _search(sc, bound, False, monkeypatch)
-    resumed = _search(sc, bound, True, monkeypatch)
+    # Speculative TSCs: no snapshots (the runs are the same, from the start).
+    resumed = _search(sc, bound, not sc.speculative_tsc, monkeypatch)
     assert resumed[1:] == fresh[1:]
     assert resumed[0] == fresh[0]
 
@@ -134,9 +139,16 @@ def test_a_snapshot_resumes_to_the_same_run_and_only_on_its_executor(want):
         assert other.run(_Take(-1, want, take.snap)).outcome() == whole.outcome()
 
 
-def test_no_snapshots_with_task_migration_or_speculation():
-    for kw in ({"task_migration": True}, {"speculative_tsc": True}):
-        ex = Executor(Scenario(image="modern", host="kvm", reads=1, **kw))
-        take = _Take(0, {})
+def test_no_snapshots_with_speculation_and_with_migrations_only_at_migration_points():
+    ex = Executor(Scenario(image="modern", host="kvm", reads=1, speculative_tsc=True))
+    take = _Take(0, {})
+    ex.run(take)
+    assert take.snap is None
+    ex = Executor(Scenario(image="modern", host="kvm", reads=1, task_migration=True))
+    took = []
+    for at in range(4):
+        take = _Take(at, {})
         ex.run(take)
-        assert take.snap is None
+        took.append(take.snap is not None)
+    # Each choice of the next agent is a migration point, then an agent point.
+    assert took == [True, False, True, False]

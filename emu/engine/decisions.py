@@ -137,7 +137,7 @@ class Decider:
         ]
         if not moves:
             return
-        k = self._ask(st, _STAY + tuple(moves), self._action_info(st))
+        k = self._ask(st, _STAY + tuple(moves), self._action_info(st, True))
         if k:
             move = moves[k - 1]
             task = st.tasks[move.task]
@@ -161,7 +161,7 @@ class Decider:
             return t
         # Farthest back first: the earliest TSCs are the ones that can predate a record.
         options = tuple(SpeculativeTsc(k) for k in range(back, 0, -1))
-        k = self._ask(st, (SpeculativeTsc(0),) + options, self._action_info(st))
+        k = self._ask(st, (SpeculativeTsc(0),) + options, self._action_info(st, False))
         return t - options[k - 1].back if k else t
 
     def _info(self, st: State) -> PointInfo:
@@ -190,12 +190,16 @@ class Decider:
             reads,
             self.pages,
             self.widths,
-            self.capture if st.snapshots else None,
+            # With migrations, the agent decision follows a migration point in the same
+            # `next_agent`: a run can resume only at the migration point.
+            self.capture if st.snapshots and not st.migrate else None,
         )
 
-    def _action_info(self, st: State) -> PointInfo | None:
-        """The `PointInfo` of an action point: only the time and the run so far."""
+    def _action_info(self, st: State, first: bool) -> PointInfo | None:
+        """The `PointInfo` of an action point: only the time and the run so far. `first`:
+        the point opens `next_agent` (a migration point), where a snapshot can be taken."""
         if not st.wants_info:
             return None
         reads = tuple(t.read for t in st.tasks)
-        return PointInfo(None, None, None, st.t, st.run, reads, self.pages, self.widths)
+        capture = self.capture if first and st.snapshots else None
+        return PointInfo(None, None, None, st.t, st.run, reads, self.pages, self.widths, capture)

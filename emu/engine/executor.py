@@ -137,9 +137,9 @@ class Executor:
             speculative=sc.speculative_tsc,
             lane_on=self.lane is not None
             and not (observer or wants_info or sc.task_migration or sc.speculative_tsc),
-            # Migration and speculation points decide inside a site's handler, after its
-            # decision: no run could resume there.
-            snapshots=wants_info and not (observer or sc.task_migration or sc.speculative_tsc),
+            # A speculation point decides inside a site's handler, after its decision: no
+            # run could resume there.
+            snapshots=wants_info and not (observer or sc.speculative_tsc),
         )
         self.host_side.boot(st, self.image.vdso_data, sc.timekeeping)
         self.decider.refresh(st)

@@ -4,8 +4,9 @@ A search that explores a tree of runs (`dpor`) runs the same prefix of choices a
 again; a run that starts from the state at the decision point where it first differs runs
 only its new part. A scheduler asks for that with `Scheduler.start_from`, giving back a
 `Snapshot` it took earlier through `PointInfo.snapshot` (only schedulers that want a
-`PointInfo`, and not with migrations, speculative TSCs or an observer: those make
-decisions in the middle of a site's handler, where no run can resume).
+`PointInfo`, and not with speculative TSCs or an observer: a speculation point decides in
+the middle of a site's handler, where no run can resume; with migrations, only at
+migration points, which open the choice of the next agent).
 
 What is saved and how it comes back:
 - the guest side is saved: each task's CPU registers (Unicorn contexts only: the clock
@@ -65,6 +66,7 @@ class Snapshot(NamedTuple):
     t: int
     current: int
     run_len: int
+    migrations: int
     tasks: tuple[TaskSnap, ...]
     #: The saved run's lists and how much of each belongs to the snapshot.
     reads: list[Read]
@@ -88,7 +90,7 @@ def capture(st: State, machine: Machine, owner: object, live: bool) -> Snapshot:
         mine = (task.vcpu, task.reads_left, task.done, task.reads, task.spec_from)
         tasks.append(make(TaskSnap, (*mine, task.spec_loads, ctx, *now)))
     run = st.run
-    fields = (owner, st.point, st.t, st.current, st.run_len, tuple(tasks))
+    fields = (owner, st.point, st.t, st.current, st.run_len, st.migrations, tuple(tasks))
     lists = (run.reads, len(run.reads), run.choices, len(run.choices), run.host, len(run.host))
     return make(Snapshot, (*fields, *lists, _stacks(st, machine, live)))
 
@@ -131,6 +133,7 @@ def restore(st: State, snap: Snapshot, machine: Machine, host: HostSide, keys: R
     run.reads = snap.reads[: snap.n_reads]
     run.choices = snap.choices[: snap.n_choices]
     st.t, st.point, st.current, st.run_len = snap.t, snap.point, snap.current, snap.run_len
+    st.migrations = snap.migrations
     machine.set_stacks(snap.stacks)
     st.stacks, st.touched = snap.stacks, set()
     host.decider.refresh(st)

@@ -65,6 +65,13 @@ class Node:
         ]
 
 
+_NOBODY: frozenset[int] = frozenset()
+
+
+def _time(p: tuple[int, Event]) -> int:
+    return p[0]
+
+
 def _open_to(node: Node, chosen: int) -> bool:
     """Can `node` ever be explored with another agent than `chosen` (one neither asleep
     nor spin-blocked there)? Only then is a snapshot worth taking there."""
@@ -136,6 +143,8 @@ class DporRun(Scheduler):
         self._host = 0
         self._pages: Mapping[str, int] = {}
         self._widths: Mapping[int, int] = {}
+        #: id(options) -> (options, their agents or None): see `_agents_of`.
+        self._offers: dict[int, tuple[Options, tuple[int, ...] | None]] = {}
 
     def _start_at(self, node: Node) -> None:
         """The sleep set and preemptions right after the re-chosen last node of the path."""
@@ -175,7 +184,8 @@ class DporRun(Scheduler):
             if ev.t >= since:
                 got.append((ev.t, host_event(ev.step, pages)))
         self._host = len(run.host)
-        got.sort(key=lambda p: p[0])
+        if len(got) > 1:
+            got.sort(key=_time)
         for t, e in got:
             if t >= until:
                 break
@@ -221,16 +231,15 @@ class DporRun(Scheduler):
             return self._follow(node, options)
         if self.blocked_at is not None:
             return 0
-        if not is_agent_point(options):
-            return self._action(point, options, info.t)
-        agents = tuple(agent_of(o) for o in options)
-        spin = frozenset(
-            a
-            for a in agents
-            if a >= 0
-            and HOST in agents
-            and spinning(info.reads[a], info.run, info.pages, info.widths)
-        )
+        agents = self._agents_of(options)
+        if agents is None:
+            return self._action(point, options, info)
+        spin = _NOBODY
+        if HOST in agents:
+            run, pages, widths = info.run, info.pages, info.widths
+            spin = frozenset(
+                a for a in agents if a >= 0 and spinning(info.reads[a], run, pages, widths)
+            )
         node = Node(info.t, point, agents, agents[0], self.preempt, self.prev, False)
         node.sleep, node.spin = self.sleep, spin
         if point in self.fixed:
@@ -252,6 +261,16 @@ class DporRun(Scheduler):
         self.blocked_at = info.t
         return 0
 
+    def _agents_of(self, options: Options) -> tuple[int, ...] | None:
+        """The agents `options` offers (None: an action point); the executor offers the
+        same options object again while nothing changes who can run, so it is kept."""
+        hit = self._offers.get(id(options))
+        if hit is not None and hit[0] is options:
+            return hit[1]
+        agents = tuple(agent_of(o) for o in options) if is_agent_point(options) else None
+        self._offers[id(options)] = (options, agents)
+        return agents
+
     def _fixed(self, node: Node, agents: tuple[int, ...]) -> int:
         """Take the prefix's choice at `node` (every option there belongs to a sibling)."""
         a = self.fixed[node.point]
@@ -270,20 +289,22 @@ class DporRun(Scheduler):
             if len(options) != len(node.options):
                 raise Nondeterminism(f"decision {node.point} offered {len(options)} options")
             return node.chosen
-        agents = tuple(agent_of(o) for o in options)
-        if agents != node.options:
+        agents = self._agents_of(options)
+        if agents is None or agents != node.options:
             raise Nondeterminism(
                 f"decision {node.point} offered agents {agents}, an earlier run with the same "
                 f"choices {node.options}: the executor is not deterministic"
             )
         return agents.index(node.chosen)
 
-    def _action(self, point: int, options: Options, t: int) -> int:
+    def _action(self, point: int, options: Options, info: PointInfo) -> int:
         """An action point (migration, speculative TSC): every option is explored (within
         the bound); a non-default action ends the sleep set (it can change any task)."""
-        node = Node(t, point, tuple(range(len(options))), 0, self.preempt, self.prev, True)
+        node = Node(info.t, point, tuple(range(len(options))), 0, self.preempt, self.prev, True)
         node.sleep = self.sleep
         if self.bound is None or self.preempt < self.bound:
             node.backtrack = list(range(1, len(options)))
+            if info.snapshot is not None:
+                node.snap = info.snapshot()
         self.path.append(node)
         return 0
