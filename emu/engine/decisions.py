@@ -128,18 +128,25 @@ class Decider:
         with it, its TSC, TSC_AUX and rdpid come from vCPU 1 from now on. Only a task whose
         vCPU is in guest mode can be moved; the host is not told.
         """
-        moves = [
-            Migrate(t.index, w)
-            for t in st.tasks
-            if not t.done and t.vcpu not in st.parked
-            for w in range(self.vcpus)
-            if w != t.vcpu
-        ]
-        if not moves:
+        # The moves change only with who can run (the epoch): cached under a negative key.
+        key = -1 - st.epoch
+        cached = st.options.get(key)
+        if cached is None:
+            moves = tuple(
+                Migrate(t.index, w)
+                for t in st.tasks
+                if not t.done and t.vcpu not in st.parked
+                for w in range(self.vcpus)
+                if w != t.vcpu
+            )
+            cached = st.options[key] = ((), _STAY + moves if moves else ())
+        options = cached[1]
+        if not options:
             return
-        k = self._ask(st, _STAY + tuple(moves), self._action_info(st, True))
+        k = self._ask(st, options, self._action_info(st, True))
         if k:
-            move = moves[k - 1]
+            move = options[k]
+            assert isinstance(move, Migrate)
             task = st.tasks[move.task]
             task.vcpu = move.vcpu
             # A context switch serialises: no rdtsc is taken from before it.
@@ -180,7 +187,7 @@ class Decider:
             agent = self.agents[task.index]
             assert isinstance(agent, RunTask)
             choice = agent
-        reads = tuple(t.read for t in st.tasks)
+        reads = tuple([t.read for t in st.tasks])
         return PointInfo(
             choice,
             st.op,
@@ -200,6 +207,6 @@ class Decider:
         the point opens `next_agent` (a migration point), where a snapshot can be taken."""
         if not st.wants_info:
             return None
-        reads = tuple(t.read for t in st.tasks)
+        reads = tuple([t.read for t in st.tasks])
         capture = self.capture if first and st.snapshots else None
         return PointInfo(None, None, None, st.t, st.run, reads, self.pages, self.widths, capture)
