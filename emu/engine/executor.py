@@ -9,7 +9,9 @@ The parts, each owning one concern: `Decider` (decisions.py: who may run, fairne
 migration, speculation; the only caller of the scheduler), `HostSide` (host_side.py: the
 host model's steps and the parked vCPUs), `LaneBridge` (lane_bridge.py: the native lane's
 grant and settle protocol), `SiteHandlers` (sites.py: what each kind of visible operation
-does). The executor keeps the loop, the switches between tasks and `record_op`.
+does), `snapshot.py` (a run that starts from the state an earlier run had at a decision
+point, for schedulers that take snapshots: `dpor`). The executor keeps the loop, the
+switches between tasks and `record_op`.
 """
 
 from __future__ import annotations
@@ -139,7 +141,9 @@ class Executor:
             and not (observer or wants_info or sc.task_migration or sc.speculative_tsc),
             # A speculation point decides inside a site's handler, after its decision: no
             # run could resume there.
-            snapshots=wants_info and not (observer or sc.speculative_tsc),
+            snapshots=wants_info
+            and scheduler.takes_snapshots
+            and not (observer or sc.speculative_tsc),
         )
         self.host_side.boot(st, self.image.vdso_data, sc.timekeeping)
         self.decider.refresh(st)

@@ -68,6 +68,9 @@ class Scheduler:
     #: Does `choose` want a `PointInfo` (then it gets one at every point, and the executor
     #: runs every visible operation in Python)? Otherwise `info` is None.
     wants_info: ClassVar[bool] = False
+    #: Does it take snapshots (`PointInfo.snapshot`) and start runs from them
+    #: (`start_from`)? Only then does the executor offer them.
+    takes_snapshots: ClassVar[bool] = False
 
     def choose(self, point: int, options: Options, info: PointInfo | None) -> int:
         """The chosen option's position in `options` at decision point `point`."""

@@ -105,6 +105,7 @@ class DporRun(Scheduler):
     """Follows `path` (its last node's `chosen` is the new choice), then explores afresh."""
 
     wants_info = True
+    takes_snapshots = True
 
     def __init__(
         self,
