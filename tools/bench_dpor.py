@@ -5,6 +5,8 @@ against the best single strategy on every catalog bug.
     python tools/bench_dpor.py               # tables
     python tools/bench_dpor.py --json        # one JSON object
     python tools/bench.py --dpor             # the same, from the main benchmark
+    python tools/bench_dpor.py --skip reduction,bugs --match '2x1$'          # two rows
+    python tools/bench_dpor.py --skip verify,reduction --match percpu --strategies dpor
 
 Sections:
 - verify: scenarios `dpor` verifies with no preemption bound (modern + kvm: 2 vCPUs x 1
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -79,7 +82,7 @@ def verify(budget: int, match: str = "") -> list[dict[str, Any]]:
     if samples:
         name = f"{samples[0].parent.name} vdso64.so+kvm 2x1"
         rows.append((name, Scenario(image=str(samples[0]), reads=1)))
-    return [_verify_row(name, sc, budget) for name, sc in rows if match in name]
+    return [_verify_row(name, sc, budget) for name, sc in rows if re.search(match, name)]
 
 
 def reduction(bounds: tuple[int, ...] = (2, 3)) -> list[dict[str, Any]]:
@@ -115,7 +118,7 @@ def bugs(
         strategy_class(name)  # imported now, not inside the first timed search
     out = []
     for e in catalog.load():
-        if e.expect != catalog.VIOLATION or match not in e.name:
+        if e.expect != catalog.VIOLATION or not re.search(match, e.name):
             continue
         best: dict[tuple[str, int], float | None] = {}
         for _ in range(repeat):
@@ -174,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", default="", help="comma-separated sections to skip")
     p.add_argument("--with-hypothesis", action="store_true", help="time hypothesis too")
     p.add_argument(
-        "--match", default="", help="only the verify scenarios and catalog bugs whose name has this"
+        "--match",
+        default="",
+        help="only the verify scenarios and catalog bugs whose name this regular expression "
+        "matches (e.g. '2x1$', 'percpu')",
     )
     p.add_argument(
         "--strategies",
