@@ -1,7 +1,9 @@
 """`dpor` runs that start from a snapshot (emu/engine/snapshot.py) record exactly the runs
 that re-executing from the start records: every execution's run and verdicts, and the
 search's counts, on scenarios that exercise each part of the restored state (parked vCPUs,
-TSC retunes, a Hyper-V host, three vCPUs, several reads, the guest kernel's timekeeping)."""
+TSC retunes, a Hyper-V host, three vCPUs, several reads, stack arguments, guest task
+migrations, the guest kernel's timekeeping); and a snapshot resumes to the same run at any
+decision point, even after fairness or task switches changed the saved contexts."""
 
 from __future__ import annotations
 
@@ -26,11 +28,12 @@ from emu.search.strategy import Result
 
 
 def _record(run: Run, sc: Scenario) -> tuple[Any, ...]:
-    """Everything a run recorded, its clock records and parked intervals, and its verdicts."""
+    """Everything a run recorded, its clock records, TSCs and parked intervals, and its
+    verdicts."""
     history = {k: [(t, repr(s)) for t, s in v] for k, v in sorted(run.history.items())}
     verdicts = [(v.oracle, v.message, v.reads) for v in judge(run, sc)]
     keys = [sorted(r.keys) for r in run.reads]
-    return run.outcome(), history, run.parked, keys, verdicts
+    return run.outcome(), history, run.clock.segments, run.parked, keys, verdicts
 
 
 def _search(sc: Scenario, bound: int | None, resume: bool, monkeypatch) -> tuple[Any, ...]:
