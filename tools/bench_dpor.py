@@ -5,6 +5,8 @@ against the best single strategy on every catalog bug.
     python tools/bench_dpor.py               # tables
     python tools/bench_dpor.py --json        # one JSON object
     python tools/bench.py --dpor             # the same, from the main benchmark
+    python tools/bench_dpor.py --skip reduction,bugs --match '2x1$'          # two rows
+    python tools/bench_dpor.py --skip verify,reduction --match percpu --strategies dpor
 
 Sections:
 - verify: scenarios `dpor` verifies with no preemption bound (modern + kvm: 2 vCPUs x 1
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -61,7 +64,7 @@ def _verify_row(name: str, sc: Scenario, budget: int) -> dict[str, Any]:
     }
 
 
-def verify(budget: int) -> list[dict[str, Any]]:
+def verify(budget: int, match: str = "") -> list[dict[str, Any]]:
     kvm = {"updates": 1, "vcpu": 0}
     rows = [
         ("modern+kvm 2x1", Scenario(image="modern", host="kvm", host_params=kvm, reads=1)),
@@ -79,7 +82,7 @@ def verify(budget: int) -> list[dict[str, Any]]:
     if samples:
         name = f"{samples[0].parent.name} vdso64.so+kvm 2x1"
         rows.append((name, Scenario(image=str(samples[0]), reads=1)))
-    return [_verify_row(name, sc, budget) for name, sc in rows]
+    return [_verify_row(name, sc, budget) for name, sc in rows if re.search(match, name)]
 
 
 def reduction(bounds: tuple[int, ...] = (2, 3)) -> list[dict[str, Any]]:
@@ -104,18 +107,18 @@ def _first(e: catalog.Entry, name: str, seed: int, budget: int) -> float | None:
 
 
 def bugs(
-    seeds: int, budget: int, strategies: tuple[str, ...], repeat: int = 3
+    seeds: int, budget: int, strategies: tuple[str, ...], repeat: int = 3, match: str = ""
 ) -> list[dict[str, Any]]:
     """Per bug and strategy, the median over seeds of the least of `repeat` timings of the
     same search (the runs are identical each time; the least is the one other work on the
     machine disturbed least). The repetitions go round every strategy in turn, so a change
     of load in between touches them all alike."""
-    names = ("portfolio",) + strategies
+    names = ("portfolio",) + tuple(s for s in strategies if s != "portfolio")
     for name in names:
         strategy_class(name)  # imported now, not inside the first timed search
     out = []
     for e in catalog.load():
-        if e.expect != catalog.VIOLATION:
+        if e.expect != catalog.VIOLATION or not re.search(match, e.name):
             continue
         best: dict[tuple[str, int], float | None] = {}
         for _ in range(repeat):
@@ -173,13 +176,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=int, default=200_000, help="verification runs (200000)")
     p.add_argument("--skip", default="", help="comma-separated sections to skip")
     p.add_argument("--with-hypothesis", action="store_true", help="time hypothesis too")
+    p.add_argument(
+        "--match",
+        default="",
+        help="only the verify scenarios and catalog bugs whose name this regular expression "
+        "matches (e.g. '2x1$', 'percpu')",
+    )
+    p.add_argument(
+        "--strategies",
+        default=",".join(SINGLE),
+        help=f"bugs: the single strategies beside the portfolio ({','.join(SINGLE)})",
+    )
     a = p.parse_args(argv)
     skip = set(a.skip.split(",")) if a.skip else set()
     r: dict[str, Any] = {}
-    r["verify"] = [] if "verify" in skip else verify(a.budget)
+    r["verify"] = [] if "verify" in skip else verify(a.budget, a.match)
     r["reduction"] = [] if "reduction" in skip else reduction()
-    single = SINGLE + (("hypothesis",) if a.with_hypothesis else ())
-    r["bugs"] = [] if "bugs" in skip else bugs(a.seeds, 10_000, single, a.repeat)
+    single = tuple(a.strategies.split(",")) + (("hypothesis",) if a.with_hypothesis else ())
+    r["bugs"] = [] if "bugs" in skip else bugs(a.seeds, 10_000, single, a.repeat, a.match)
     if a.json:
         print(json.dumps(r, sort_keys=True))
     else:

@@ -8,6 +8,8 @@ ran without asking).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from emu.engine.choice import (
     Choice,
     Migrate,
@@ -46,6 +48,8 @@ class Decider:
         #: Load site address -> the width of its load in bytes (filled by the site handlers;
         #: only `PointInfo` reads it).
         self.widths: dict[int, int] = {}
+        #: Takes a snapshot at a decision point (set by the executor; `PointInfo.snapshot`).
+        self.capture: Callable[[], object] | None = None
 
     def refresh(self, st: State) -> None:
         """Recompute who can run; called whenever a task finishes, a vCPU is parked or
@@ -124,18 +128,25 @@ class Decider:
         with it, its TSC, TSC_AUX and rdpid come from vCPU 1 from now on. Only a task whose
         vCPU is in guest mode can be moved; the host is not told.
         """
-        moves = [
-            Migrate(t.index, w)
-            for t in st.tasks
-            if not t.done and t.vcpu not in st.parked
-            for w in range(self.vcpus)
-            if w != t.vcpu
-        ]
-        if not moves:
+        # The moves change only with who can run (the epoch): cached under a negative key.
+        key = -1 - st.epoch
+        cached = st.options.get(key)
+        if cached is None:
+            moves = tuple(
+                Migrate(t.index, w)
+                for t in st.tasks
+                if not t.done and t.vcpu not in st.parked
+                for w in range(self.vcpus)
+                if w != t.vcpu
+            )
+            cached = st.options[key] = ((), _STAY + moves if moves else ())
+        options = cached[1]
+        if not options:
             return
-        k = self._ask(st, _STAY + tuple(moves), self._action_info(st))
+        k = self._ask(st, options, self._action_info(st, True))
         if k:
-            move = moves[k - 1]
+            move = options[k]
+            assert isinstance(move, Migrate)
             task = st.tasks[move.task]
             task.vcpu = move.vcpu
             # A context switch serialises: no rdtsc is taken from before it.
@@ -157,7 +168,7 @@ class Decider:
             return t
         # Farthest back first: the earliest TSCs are the ones that can predate a record.
         options = tuple(SpeculativeTsc(k) for k in range(back, 0, -1))
-        k = self._ask(st, (SpeculativeTsc(0),) + options, self._action_info(st))
+        k = self._ask(st, (SpeculativeTsc(0),) + options, self._action_info(st, False))
         return t - options[k - 1].back if k else t
 
     def _info(self, st: State) -> PointInfo:
@@ -176,12 +187,26 @@ class Decider:
             agent = self.agents[task.index]
             assert isinstance(agent, RunTask)
             choice = agent
-        reads = tuple(t.read for t in st.tasks)
-        return PointInfo(choice, st.op, writes, st.t, st.run, reads, self.pages, self.widths)
+        reads = tuple([t.read for t in st.tasks])
+        return PointInfo(
+            choice,
+            st.op,
+            writes,
+            st.t,
+            st.run,
+            reads,
+            self.pages,
+            self.widths,
+            # With migrations, the agent decision follows a migration point in the same
+            # `next_agent`: a run can resume only at the migration point.
+            self.capture if st.snapshots and not st.migrate else None,
+        )
 
-    def _action_info(self, st: State) -> PointInfo | None:
-        """The `PointInfo` of an action point: only the time and the run so far."""
+    def _action_info(self, st: State, first: bool) -> PointInfo | None:
+        """The `PointInfo` of an action point: only the time and the run so far. `first`:
+        the point opens `next_agent` (a migration point), where a snapshot can be taken."""
         if not st.wants_info:
             return None
-        reads = tuple(t.read for t in st.tasks)
-        return PointInfo(None, None, None, st.t, st.run, reads, self.pages, self.widths)
+        reads = tuple([t.read for t in st.tasks])
+        capture = self.capture if first and st.snapshots else None
+        return PointInfo(None, None, None, st.t, st.run, reads, self.pages, self.widths, capture)

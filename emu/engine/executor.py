@@ -9,7 +9,9 @@ The parts, each owning one concern: `Decider` (decisions.py: who may run, fairne
 migration, speculation; the only caller of the scheduler), `HostSide` (host_side.py: the
 host model's steps and the parked vCPUs), `LaneBridge` (lane_bridge.py: the native lane's
 grant and settle protocol), `SiteHandlers` (sites.py: what each kind of visible operation
-does). The executor keeps the loop, the switches between tasks and `record_op`.
+does), `snapshot.py` (a run that starts from the state an earlier run had at a decision
+point, for schedulers that take snapshots: `dpor`). The executor keeps the loop, the
+switches between tasks and `record_op`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from emu.engine.run import DECLINED, FAULT, HANG, VALUE, Op, Run
 from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Scheduler
 from emu.engine.sites import SiteHandlers
+from emu.engine.snapshot import Snapshot, capture, restore
 from emu.engine.state import Contexts, Observer, RecordKeys, State, Task
 from emu.engine.stepping import step_until_stop
 from emu.errors import UsageError
@@ -69,6 +72,7 @@ class Executor:
         #: Address in the clock pages -> the name of the record it belongs to ("pvti0").
         self._keys = RecordKeys(self.machine.layout)
         self.contexts = Contexts(self.machine)
+        self.decider.capture = self._capture
 
     @property
     def native(self) -> bool:
@@ -85,6 +89,10 @@ class Executor:
     def run(self, scheduler: Scheduler, *, observer: Observer | None = None) -> Run:
         """Run every task's reads to the end under `scheduler`; `observer` turns on stepping."""
         st = self.st = self._start(scheduler, observer)
+        if st.snapshots:
+            snap = scheduler.start_from()
+            if isinstance(snap, Snapshot) and snap.owner is self:
+                restore(st, snap, self.machine, self.host_side, self._keys)
         self.last_run = st.run
         if self.lane is not None:
             self.lane.st = st
@@ -131,10 +139,23 @@ class Executor:
             speculative=sc.speculative_tsc,
             lane_on=self.lane is not None
             and not (observer or wants_info or sc.task_migration or sc.speculative_tsc),
+            # A speculation point decides inside a site's handler, after its decision: no
+            # run could resume there.
+            snapshots=wants_info
+            and scheduler.takes_snapshots
+            and not (observer or sc.speculative_tsc),
         )
         self.host_side.boot(st, self.image.vdso_data, sc.timekeeping)
         self.decider.refresh(st)
         return st
+
+    def _capture(self) -> Snapshot | None:
+        """A snapshot of the run now, at a decision point (`PointInfo.snapshot`). Inside a
+        site's handler (`may_run` set `st.op`), the running task's registers are live."""
+        st = self.st
+        if st is None or not st.snapshots:
+            return None
+        return capture(st, self.machine, self, st.op is not None)
 
     # --- visible operations ------------------------------------------------------------
 
@@ -214,7 +235,7 @@ class Executor:
         more than the switch). Writing the PC makes the engine leave the current
         translation block and go on at `new`'s PC."""
         st.pending = None
-        self.contexts.save(old)
+        self.contexts.save(old, st.snapshots)
         new.poised = True
         self.contexts.load(st, new)
         if self.lane is not None:
@@ -249,7 +270,7 @@ class Executor:
         if st.stop == "read":
             return
         if st.stop == "switch":
-            self.contexts.save(now)
+            self.contexts.save(now, st.snapshots)
             return
         if m.reg(m.pc) == EXIT_ADDR:
             value = m.result(now.index)

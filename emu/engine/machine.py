@@ -297,6 +297,22 @@ class Machine:
             at = STACK_SIZE * (task + 1) - STACK_CLEAR
             ctypes.memmove(self._stacks[1] + at, self._stack_tops[task], STACK_CLEAR)
 
+    def stacks(self) -> tuple[bytes, ...]:
+        """The hot end of every task's stack (what `reset` clears), for a snapshot."""
+        return tuple(self.stack(task) for task in range(self.tasks))
+
+    def stack(self, task: int) -> bytes:
+        """The hot end of `task`'s stack."""
+        return ctypes.string_at(
+            self._stacks[1] + STACK_SIZE * (task + 1) - STACK_CLEAR, STACK_CLEAR
+        )
+
+    def set_stacks(self, hot: tuple[bytes, ...]) -> None:
+        """Put back the hot ends `stacks` returned."""
+        lo = self._stacks[1]
+        for task, data in enumerate(hot):
+            ctypes.memmove(lo + STACK_SIZE * (task + 1) - STACK_CLEAR, data, STACK_CLEAR)
+
     def write(self, addr: int, data: bytes) -> None:
         """A host store into the clock pages (guest address `addr`)."""
         ctypes.memmove(self._shared[1] + addr - self._shared_lo, data, len(data))

@@ -12,9 +12,9 @@ The executor's decision maker (emu/engine/decisions.py) is the only caller of a 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import ClassVar, NamedTuple
 
 from emu.engine.choice import Options, RunTask
 from emu.engine.run import Read, Run
@@ -23,11 +23,12 @@ from emu.engine.run import Read, Run
 NEVER = 1 << 62
 
 
-@dataclass(frozen=True)
-class PointInfo:
+class PointInfo(NamedTuple):
     """What the next event of some options would touch, for strategies that reduce.
 
-    Given to `choose` only when the scheduler's class sets `wants_info = True`.
+    Given to `choose` only when the scheduler's class sets `wants_info = True`. A named
+    tuple (immutable, and built at every decision point several times faster than a
+    frozen dataclass).
     """
 
     #: The task that is about to execute a visible operation, and that operation:
@@ -46,8 +47,12 @@ class PointInfo:
     reads: tuple[Read | None, ...] = ()
     #: Where the shared pages are (page name -> address) and how wide each load site's
     #: load is (site address -> bytes): to turn the run's records into byte ranges.
-    pages: Mapping[str, int] = field(default_factory=dict)
-    widths: Mapping[int, int] = field(default_factory=dict)
+    pages: Mapping[str, int] = MappingProxyType({})
+    widths: Mapping[int, int] = MappingProxyType({})
+    #: Takes a snapshot of the run just before this decision (None: none can be taken
+    #: here), for `Scheduler.start_from` of a later run (emu/engine/snapshot.py). Call it
+    #: only inside `choose`.
+    snapshot: Callable[[], object] | None = None
 
     def host_commutes(self) -> bool:
         """Would the host's next step and the task's pending load touch disjoint bytes?"""
@@ -63,10 +68,19 @@ class Scheduler:
     #: Does `choose` want a `PointInfo` (then it gets one at every point, and the executor
     #: runs every visible operation in Python)? Otherwise `info` is None.
     wants_info: ClassVar[bool] = False
+    #: Does it take snapshots (`PointInfo.snapshot`) and start runs from them
+    #: (`start_from`)? Only then does the executor offer them.
+    takes_snapshots: ClassVar[bool] = False
 
     def choose(self, point: int, options: Options, info: PointInfo | None) -> int:
         """The chosen option's position in `options` at decision point `point`."""
         raise NotImplementedError
+
+    def start_from(self) -> object | None:
+        """A snapshot (`PointInfo.snapshot`) this run starts from instead of the beginning:
+        the executor restores it and asks `choose` from its decision point on, so every
+        choice before it must be the one the snapshot's run made. Default: none."""
+        return None
 
     def quiet_until(self, point: int, options: Options) -> int:
         """The first decision point at or after `point` where this scheduler might not take

@@ -72,6 +72,13 @@ class State:
     speculative: bool = False
     #: The native lane may run decided operations (no observer, no info, no actions).
     lane_on: bool = False
+    #: Snapshots can be taken at decision points (emu/engine/snapshot.py): then saved
+    #: contexts are never overwritten in place (a snapshot may hold them).
+    snapshots: bool = False
+    #: The stacks' hot ends at the run's latest snapshot, and the tasks loaded since
+    #: (whose stacks may differ now): a snapshot reads only those again.
+    stacks: tuple[bytes, ...] | None = None
+    touched: set[int] = field(default_factory=set)
 
     # --- the host side (emu/engine/host_side.py) ---
     host_iter: Iterator[HostStep] = field(default_factory=lambda: iter(()))
@@ -136,9 +143,10 @@ class Contexts:
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
 
-    def save(self, task: Task) -> None:
-        """Keep `task`'s registers, stopped before its pending visible operation."""
-        if task.saved is None:
+    def save(self, task: Task, fresh: bool = False) -> None:
+        """Keep `task`'s registers, stopped before its pending visible operation; `fresh`:
+        in a new context, not the task's reused one (a snapshot may hold that)."""
+        if task.saved is None or fresh:
             task.saved = self.machine.uc.context_save()
         else:
             self.machine.uc.context_update(task.saved)
@@ -147,6 +155,7 @@ class Contexts:
     def load(self, st: State, task: Task) -> None:
         """Put `task`'s registers in the CPU: where it stopped, or the entry of a new read."""
         st.running = task
+        st.touched.add(task.index)
         if task.ctx is None:
             task.read = Read(task.index, task.reads, task.vcpu)
             self.machine.uc.context_restore(self.machine.entry_context(task.index))

@@ -52,6 +52,9 @@ class Node:
     backtrack: list[int] = field(default_factory=list)
     #: Part of a fixed prefix (a subtree's root path): never backtracked to.
     fixed: bool = False
+    #: The executor's snapshot of the run just before this decision (None: not taken, as
+    #: after a checkpoint's resume): a later run whose path goes through here starts here.
+    snap: object | None = field(default=None, repr=False, compare=False)
 
     def pending(self) -> list[int]:
         """What is left to explore here."""
@@ -60,6 +63,19 @@ class Node:
             for a in self.backtrack
             if a != self.chosen and a not in self.explored and a not in self.sleep
         ]
+
+
+_NOBODY: frozenset[int] = frozenset()
+
+
+def _time(p: tuple[int, Event]) -> int:
+    return p[0]
+
+
+def _open_to(node: Node, chosen: int) -> bool:
+    """Can `node` ever be explored with another agent than `chosen` (one neither asleep
+    nor spin-blocked there)? Only then is a snapshot worth taking there."""
+    return any(a != chosen and a not in node.sleep and a not in node.spin for a in node.options)
 
 
 def agent_of(choice: object) -> int:
@@ -89,6 +105,7 @@ class DporRun(Scheduler):
     """Follows `path` (its last node's `chosen` is the new choice), then explores afresh."""
 
     wants_info = True
+    takes_snapshots = True
 
     def __init__(
         self,
@@ -127,6 +144,8 @@ class DporRun(Scheduler):
         self._host = 0
         self._pages: Mapping[str, int] = {}
         self._widths: Mapping[int, int] = {}
+        #: id(options) -> (options, their agents or None): see `_agents_of`.
+        self._offers: dict[int, tuple[Options, tuple[int, ...] | None]] = {}
 
     def _start_at(self, node: Node) -> None:
         """The sleep set and preemptions right after the re-chosen last node of the path."""
@@ -137,6 +156,14 @@ class DporRun(Scheduler):
         else:
             self.sleep = {**node.sleep, **node.explored}
             self.prev = node.chosen
+
+    def start_from(self) -> object | None:
+        """The snapshot of the deepest node of the path that has one: the run starts there
+        (the path's choices before it are the ones its run made)."""
+        for n in reversed(self.path):
+            if n.snap is not None:
+                return n.snap
+        return None
 
     # --- the run's events ------------------------------------------------------------
 
@@ -151,13 +178,15 @@ class DporRun(Scheduler):
             got += read_events(r, True, since, widths, pages)
         self._ended = len(run.reads)
         for live in reads:
-            if live is not None:
+            # Most reads made no operation since the last call: skip them cheaply.
+            if live is not None and live.ops and live.ops[-1].t >= since:
                 got += read_events(live, False, since, widths, pages)
         for ev in run.host[self._host :]:
             if ev.t >= since:
                 got.append((ev.t, host_event(ev.step, pages)))
         self._host = len(run.host)
-        got.sort(key=lambda p: p[0])
+        if len(got) > 1:
+            got.sort(key=_time)
         for t, e in got:
             if t >= until:
                 break
@@ -203,16 +232,15 @@ class DporRun(Scheduler):
             return self._follow(node, options)
         if self.blocked_at is not None:
             return 0
-        if not is_agent_point(options):
-            return self._action(point, options, info.t)
-        agents = tuple(agent_of(o) for o in options)
-        spin = frozenset(
-            a
-            for a in agents
-            if a >= 0
-            and HOST in agents
-            and spinning(info.reads[a], info.run, info.pages, info.widths)
-        )
+        agents = self._agents_of(options)
+        if agents is None:
+            return self._action(point, options, info)
+        spin = _NOBODY
+        if HOST in agents:
+            run, pages, widths = info.run, info.pages, info.widths
+            spin = frozenset(
+                a for a in agents if a >= 0 and spinning(info.reads[a], run, pages, widths)
+            )
         node = Node(info.t, point, agents, agents[0], self.preempt, self.prev, False)
         node.sleep, node.spin = self.sleep, spin
         if point in self.fixed:
@@ -223,6 +251,8 @@ class DporRun(Scheduler):
             c = cost(node, a, self.vcpus)
             if self.bound is not None and self.preempt + c > self.bound:
                 continue
+            if info.snapshot is not None and _open_to(node, a):
+                node.snap = info.snapshot()
             node.chosen = a
             self.path.append(node)
             self._open = node
@@ -231,6 +261,16 @@ class DporRun(Scheduler):
             return k
         self.blocked_at = info.t
         return 0
+
+    def _agents_of(self, options: Options) -> tuple[int, ...] | None:
+        """The agents `options` offers (None: an action point); the executor offers the
+        same options object again while nothing changes who can run, so it is kept."""
+        hit = self._offers.get(id(options))
+        if hit is not None and hit[0] is options:
+            return hit[1]
+        agents = tuple(agent_of(o) for o in options) if is_agent_point(options) else None
+        self._offers[id(options)] = (options, agents)
+        return agents
 
     def _fixed(self, node: Node, agents: tuple[int, ...]) -> int:
         """Take the prefix's choice at `node` (every option there belongs to a sibling)."""
@@ -250,20 +290,22 @@ class DporRun(Scheduler):
             if len(options) != len(node.options):
                 raise Nondeterminism(f"decision {node.point} offered {len(options)} options")
             return node.chosen
-        agents = tuple(agent_of(o) for o in options)
-        if agents != node.options:
+        agents = self._agents_of(options)
+        if agents is None or agents != node.options:
             raise Nondeterminism(
                 f"decision {node.point} offered agents {agents}, an earlier run with the same "
                 f"choices {node.options}: the executor is not deterministic"
             )
         return agents.index(node.chosen)
 
-    def _action(self, point: int, options: Options, t: int) -> int:
+    def _action(self, point: int, options: Options, info: PointInfo) -> int:
         """An action point (migration, speculative TSC): every option is explored (within
         the bound); a non-default action ends the sleep set (it can change any task)."""
-        node = Node(t, point, tuple(range(len(options))), 0, self.preempt, self.prev, True)
+        node = Node(info.t, point, tuple(range(len(options))), 0, self.preempt, self.prev, True)
         node.sleep = self.sleep
         if self.bound is None or self.preempt < self.bound:
             node.backtrack = list(range(1, len(options)))
+            if info.snapshot is not None:
+                node.snap = info.snapshot()
         self.path.append(node)
         return 0

@@ -64,8 +64,13 @@ def spinning(
     if len(at) < 3:
         return False
     a1, a2, a3 = at[-3], at[-2], at[-1]
-    writes = _writes(run, pages)
     since = ops[a2].t
-    if any(t >= since for t, _ in writes):
-        return False
+    # A host write since the previous attempt began: not spinning (the host's events are
+    # in time order, so only the latest ones are looked at).
+    for ev in reversed(run.host):
+        if ev.t < since:
+            break
+        if ev.step.writes:
+            return False
+    writes = _writes(run, pages)
     return _signature(ops[a1:a2], writes, widths) == _signature(ops[a2:a3], writes, widths)

@@ -10,7 +10,7 @@ used as bitsets (bit k: the event at t = k).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from emu.engine.run import Op, Read
 from emu.search.dependence import HOST, Event, dependent
@@ -81,17 +81,15 @@ class Trace:
     def append(self, e: Event) -> None:
         events = self.events
         j = len(events)
+        # `_maybe` holds for every candidate pair here (a host event, or two task events
+        # that are each first, last or a clock observation), so only `dependent` is asked.
         if e.agent == HOST:
-            cands: Iterable[int] = range(j)
+            preds = [k for k in range(j) if events[k].agent != HOST and dependent(events[k], e)]
         elif _special(e):
             cands = sorted(self._host + self._special)
+            preds = [k for k in cands if events[k].agent != e.agent and dependent(events[k], e)]
         else:
-            cands = self._host
-        preds = [
-            k
-            for k in cands
-            if events[k].agent != e.agent and _maybe(events[k], e) and dependent(events[k], e)
-        ]
+            preds = [k for k in self._host if dependent(events[k], e)]
         po = self._last.get(e.agent, -1)
         if po >= 0:
             preds.append(po)
