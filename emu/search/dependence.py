@@ -69,6 +69,10 @@ class Event(NamedTuple):
     writes: tuple[tuple[int, int], ...] = ()
     control: frozenset[int] = frozenset()
     publishes: bool = False
+    #: Host step: the vCPUs it parks and resumes (part of `control`). A task on a parked
+    #: vCPU is disabled, so its race is with the park, not the resume (`dpor_trace.races`).
+    parks: frozenset[int] = frozenset()
+    resumes: frozenset[int] = frozenset()
 
     @property
     def clock(self) -> bool:
@@ -86,12 +90,15 @@ class Event(NamedTuple):
             [list(w) for w in self.writes],
             sorted(self.control),
             self.publishes,
+            sorted(self.parks),
+            sorted(self.resumes),
         ]
 
     @classmethod
     def from_json(cls, d: list[object]) -> Event:
-        a, kind, vcpu, lo, hi, first, last, writes, control, pub = d
+        a, kind, vcpu, lo, hi, first, last, writes, control, pub, parks, resumes = d
         assert isinstance(writes, list) and isinstance(control, list)
+        assert isinstance(parks, list) and isinstance(resumes, list)
         return cls(
             int(str(a)),
             str(kind),
@@ -103,6 +110,8 @@ class Event(NamedTuple):
             tuple((int(w[0]), int(w[1])) for w in writes),
             frozenset(int(v) for v in control),
             bool(pub),
+            frozenset(int(v) for v in parks),
+            frozenset(int(v) for v in resumes),
         )
 
 

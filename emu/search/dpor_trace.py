@@ -9,10 +9,11 @@ used as bitsets (bit k: the event at t = k).
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 
-from emu.engine.run import Op, Read
+from emu.engine.run import Op, Read, Run
 from emu.search.dependence import HOST, Event, dependent
 from host_model.base import HostStep
 
@@ -32,7 +33,15 @@ def host_event(step: HostStep, pages: Mapping[str, int]) -> Event:
         (pages[w.page] + w.offset, pages[w.page] + w.offset + len(w.data)) for w in step.writes
     )
     control = step.park | step.unpark | frozenset(c.vcpu for c in step.tsc)
-    return Event(HOST, "host", writes=writes, control=control, publishes=bool(step.publish))
+    return Event(
+        HOST,
+        "host",
+        writes=writes,
+        control=control,
+        publishes=bool(step.publish),
+        parks=step.park,
+        resumes=step.unpark,
+    )
 
 
 def read_events(
@@ -46,6 +55,16 @@ def read_events(
         i -= 1
     for k in range(i, n):
         yield ops[k].t, task_event(ops[k], k == 0, ended and k == n - 1, widths, pages)
+
+
+def run_events(run: Run, widths: Mapping[int, int], pages: Mapping[str, int]) -> list[Event]:
+    """The events of a finished run in time order (what `dpor` analyses, for any run)."""
+    got: list[tuple[int, Event]] = []
+    for r in run.reads:
+        got += read_events(r, True, 0, widths, pages)
+    got += [(ev.t, host_event(ev.step, pages)) for ev in run.host]
+    got.sort(key=lambda p: p[0])
+    return [e for _, e in got]
 
 
 class Trace:
@@ -133,19 +152,53 @@ def races(
     events: list[Event], hb: list[int], direct: list[list[int]], since: int
 ) -> Iterator[tuple[int, int]]:
     """Reversible races (i, j), j >= `since`: dependent events of different agents where
-    i happens before j only through their direct dependence."""
+    i happens before j only through their direct dependence.
+
+    A task event j whose vCPU a host step u resumed is disabled from the park p that
+    u ends until u: j cannot go anywhere in p..u, so (u, j) is not reversible (u enables
+    j), and j's race is with p instead, reversible when nothing outside the parked
+    stretch of host steps p..u orders p before j (reversing it runs j before the park;
+    the race of j with a park before p shows in that run)."""
     for j in range(since, len(events)):
         preds = direct[j]
         aj = events[j].agent
+        u, p = _parked(events, preds, j)
         for i in preds:
-            if events[i].agent == aj:
+            if events[i].agent == aj or i == u:
                 continue
-            others = 0
-            for k in preds:
-                if k != i:
-                    others |= hb[k] | (1 << k)
-            if not (others >> i) & 1:
+            if not (_others(hb, preds, i, i) >> i) & 1:
                 yield i, j
+        if p >= 0 and not (_others(hb, preds, p, u) >> p) & 1:
+            yield p, j
+
+
+def _others(hb: list[int], preds: list[int], lo: int, hi: int) -> int:
+    """What happens before the direct predecessors outside positions lo..hi."""
+    out = 0
+    for k in preds:
+        if not lo <= k <= hi:
+            out |= hb[k] | (1 << k)
+    return out
+
+
+def _parked(events: list[Event], preds: list[int], j: int) -> tuple[int, int]:
+    """(u, p): the host step u among `preds` that last resumed task event j's vCPU, and
+    the park p that u ended; (-1, -1) when j was not disabled (p is -1 when the vCPU was
+    parked from the start)."""
+    e = events[j]
+    if e.agent == HOST:
+        return -1, -1
+    v = e.vcpu
+    u = max((k for k in preds if v in events[k].resumes), default=-1)
+    if u < 0:
+        return -1, -1
+    for k in range(u - 1, -1, -1):
+        h = events[k]
+        if v in h.parks:
+            return u, k
+        if v in h.resumes:
+            return -1, -1  # resumed twice: u resumed a running vCPU, an ordinary race
+    return u, -1
 
 
 def initials(events: list[Event], hb: list[int], i: int, j: int) -> list[int]:
@@ -189,3 +242,9 @@ def canonical(events: list[Event], hb: list[int]) -> tuple[Event, ...]:
                     heads[a] = at + 1
                     break
     return tuple(out)
+
+
+def class_key(events: list[Event], hb: list[int]) -> int:
+    """A 64-bit digest of the class's `canonical` form."""
+    form = repr(canonical(events, hb)).encode()
+    return int.from_bytes(hashlib.blake2b(form, digest_size=8).digest(), "big")
