@@ -80,8 +80,8 @@ class Trace:
         self.hb: list[int] = []
         self.direct: list[list[int]] = []
         #: Positions of host events, and of task events that can depend on another task's
-        #: (first or last of a read, clock observations): the only candidates a task
-        #: event's dependence has to be checked against (see `_maybe`).
+        #: (the first or last of a read): the only candidates a task event's dependence
+        #: has to be checked against (see `_maybe`).
         self._host: list[int] = []
         self._special: list[int] = []
         #: Agent -> position of its latest event (program order).
@@ -130,14 +130,14 @@ class Trace:
 
 def _special(e: Event) -> bool:
     """Can this task event depend on another task's event?"""
-    return e.first or e.last or e.clock
+    return e.first or e.last
 
 
 def _maybe(a: Event, b: Event) -> bool:
     """A cheap necessary condition for dependence of different agents' events."""
     if a.agent == HOST or b.agent == HOST:
         return True
-    return a.first or a.last or b.first or b.last or (a.clock and b.clock)
+    return a.first or a.last or b.first or b.last
 
 
 def happens_before(events: list[Event]) -> tuple[list[int], list[list[int]]]:
