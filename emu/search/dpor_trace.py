@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from emu.engine.run import Op, Read, Run
 from emu.search.dependence import HOST, Event, dependent
@@ -166,17 +166,19 @@ def races(
         for i in preds:
             if events[i].agent == aj or i == u:
                 continue
-            if not (_others(hb, preds, i, i) >> i) & 1:
+            if not (_others(hb, preds, (i,)) >> i) & 1:
                 yield i, j
-        if p >= 0 and not (_others(hb, preds, p, u) >> p) & 1:
-            yield p, j
+        if p >= 0:
+            stretch = [k for k in preds if p <= k <= u and events[k].agent == HOST]
+            if not (_others(hb, preds, stretch) >> p) & 1:
+                yield p, j
 
 
-def _others(hb: list[int], preds: list[int], lo: int, hi: int) -> int:
-    """What happens before the direct predecessors outside positions lo..hi."""
+def _others(hb: list[int], preds: list[int], skip: Sequence[int]) -> int:
+    """What happens before the direct predecessors other than `skip`."""
     out = 0
     for k in preds:
-        if not lo <= k <= hi:
+        if k not in skip:
             out |= hb[k] | (1 << k)
     return out
 
