@@ -31,7 +31,8 @@ from emu.search.dependence import Event
 from emu.search.dpor_sched import Node, agent_of
 from emu.search.strategy import Result
 
-FORMAT = "vdsofuzz-dpor-checkpoint/1"
+#: /2: events carry the vCPUs a host step parks and resumes.
+FORMAT = "vdsofuzz-dpor-checkpoint/2"
 #: A prefix: (decision point, agent) pairs; agent -1 is the host.
 Prefix = tuple[tuple[int, int], ...]
 

@@ -245,7 +245,12 @@ class DporRun(Scheduler):
         node.sleep, node.spin = self.sleep, spin
         if point in self.fixed:
             return self._fixed(node, agents)
-        for k, a in enumerate(agents):
+        # Under a bound, a free option first: after a spin-blocked agent, the one the
+        # executor's fairness rotation would run (a costly first choice can use up the
+        # bound and block the run, and a blocked run's alternatives are never analysed).
+        order = sorted(range(len(agents)), key=lambda k: cost(node, agents[k], self.vcpus))
+        for k in order if self.bound is not None else range(len(agents)):
+            a = agents[k]
             if a in self.sleep or a in spin:
                 continue
             c = cost(node, a, self.vcpus)

@@ -9,10 +9,11 @@ used as bitsets (bit k: the event at t = k).
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
-from emu.engine.run import Op, Read
+from emu.engine.run import Op, Read, Run
 from emu.search.dependence import HOST, Event, dependent
 from host_model.base import HostStep
 
@@ -32,7 +33,15 @@ def host_event(step: HostStep, pages: Mapping[str, int]) -> Event:
         (pages[w.page] + w.offset, pages[w.page] + w.offset + len(w.data)) for w in step.writes
     )
     control = step.park | step.unpark | frozenset(c.vcpu for c in step.tsc)
-    return Event(HOST, "host", writes=writes, control=control, publishes=bool(step.publish))
+    return Event(
+        HOST,
+        "host",
+        writes=writes,
+        control=control,
+        publishes=bool(step.publish),
+        parks=step.park,
+        resumes=step.unpark,
+    )
 
 
 def read_events(
@@ -48,6 +57,16 @@ def read_events(
         yield ops[k].t, task_event(ops[k], k == 0, ended and k == n - 1, widths, pages)
 
 
+def run_events(run: Run, widths: Mapping[int, int], pages: Mapping[str, int]) -> list[Event]:
+    """The events of a finished run in time order (what `dpor` analyses, for any run)."""
+    got: list[tuple[int, Event]] = []
+    for r in run.reads:
+        got += read_events(r, True, 0, widths, pages)
+    got += [(ev.t, host_event(ev.step, pages)) for ev in run.host]
+    got.sort(key=lambda p: p[0])
+    return [e for _, e in got]
+
+
 class Trace:
     """The events of the current run with happens-before, kept across runs: the next run
     shares the prefix before its first new event, so only the new events are added.
@@ -61,8 +80,8 @@ class Trace:
         self.hb: list[int] = []
         self.direct: list[list[int]] = []
         #: Positions of host events, and of task events that can depend on another task's
-        #: (first or last of a read, clock observations): the only candidates a task
-        #: event's dependence has to be checked against (see `_maybe`).
+        #: (the first or last of a read): the only candidates a task event's dependence
+        #: has to be checked against (see `_special`).
         self._host: list[int] = []
         self._special: list[int] = []
         #: Agent -> position of its latest event (program order).
@@ -81,8 +100,8 @@ class Trace:
     def append(self, e: Event) -> None:
         events = self.events
         j = len(events)
-        # `_maybe` holds for every candidate pair here (a host event, or two task events
-        # that are each first, last or a clock observation), so only `dependent` is asked.
+        # Only these candidates can depend on `e`: events of other agents where one is the
+        # host's or, between two tasks, one is `_special`.
         if e.agent == HOST:
             preds = [k for k in range(j) if events[k].agent != HOST and dependent(events[k], e)]
         elif _special(e):
@@ -109,14 +128,7 @@ class Trace:
 
 def _special(e: Event) -> bool:
     """Can this task event depend on another task's event?"""
-    return e.first or e.last or e.clock
-
-
-def _maybe(a: Event, b: Event) -> bool:
-    """A cheap necessary condition for dependence of different agents' events."""
-    if a.agent == HOST or b.agent == HOST:
-        return True
-    return a.first or a.last or b.first or b.last or (a.clock and b.clock)
+    return e.first or e.last
 
 
 def happens_before(events: list[Event]) -> tuple[list[int], list[list[int]]]:
@@ -131,19 +143,55 @@ def races(
     events: list[Event], hb: list[int], direct: list[list[int]], since: int
 ) -> Iterator[tuple[int, int]]:
     """Reversible races (i, j), j >= `since`: dependent events of different agents where
-    i happens before j only through their direct dependence."""
+    i happens before j only through their direct dependence.
+
+    A task event j whose vCPU a host step u resumed is disabled from the park p that
+    u ends until u: j cannot go anywhere in p..u, so (u, j) is not reversible (u enables
+    j), and j's race is with p instead, reversible when nothing outside the parked
+    stretch of host steps p..u orders p before j (reversing it runs j before the park;
+    the race of j with a park before p shows in that run)."""
     for j in range(since, len(events)):
         preds = direct[j]
         aj = events[j].agent
+        u, p = _parked(events, preds, j)
         for i in preds:
-            if events[i].agent == aj:
+            if events[i].agent == aj or i == u:
                 continue
-            others = 0
-            for k in preds:
-                if k != i:
-                    others |= hb[k] | (1 << k)
-            if not (others >> i) & 1:
+            if not (_others(hb, preds, (i,)) >> i) & 1:
                 yield i, j
+        if p >= 0:
+            stretch = [k for k in preds if p <= k <= u and events[k].agent == HOST]
+            if not (_others(hb, preds, stretch) >> p) & 1:
+                yield p, j
+
+
+def _others(hb: list[int], preds: list[int], skip: Sequence[int]) -> int:
+    """What happens before the direct predecessors other than `skip`."""
+    out = 0
+    for k in preds:
+        if k not in skip:
+            out |= hb[k] | (1 << k)
+    return out
+
+
+def _parked(events: list[Event], preds: list[int], j: int) -> tuple[int, int]:
+    """(u, p): the host step u among `preds` that last resumed task event j's vCPU, and
+    the park p that u ended; (-1, -1) when j was not disabled (p is -1 when the vCPU was
+    parked from the start)."""
+    e = events[j]
+    if e.agent == HOST:
+        return -1, -1
+    v = e.vcpu
+    u = max((k for k in preds if v in events[k].resumes), default=-1)
+    if u < 0:
+        return -1, -1
+    for k in range(u - 1, -1, -1):
+        h = events[k]
+        if v in h.parks:
+            return u, k
+        if v in h.resumes:
+            return -1, -1  # resumed twice: u resumed a running vCPU, an ordinary race
+    return u, -1
 
 
 def initials(events: list[Event], hb: list[int], i: int, j: int) -> list[int]:
@@ -187,3 +235,9 @@ def canonical(events: list[Event], hb: list[int]) -> tuple[Event, ...]:
                     heads[a] = at + 1
                     break
     return tuple(out)
+
+
+def class_key(events: list[Event], hb: list[int]) -> int:
+    """A 64-bit digest of the class's `canonical` form."""
+    form = repr(canonical(events, hb)).encode()
+    return int.from_bytes(hashlib.blake2b(form, digest_size=8).digest(), "big")
