@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import emu.engine.executor
+import emu.engine.snapshot
 from emu.engine.choice import Choice, RunHost, RunTask
 from emu.engine.executor import Executor
 from emu.engine.run import Run
@@ -43,9 +43,9 @@ def _search(sc: Scenario, bound: int | None, resume: bool, monkeypatch) -> tuple
         if not resume:
             m.setattr(DporRun, "start_from", lambda self: None)
         restored = []
-        real = emu.engine.executor.restore
+        real = emu.engine.snapshot.restore
         m.setattr(
-            emu.engine.executor,
+            emu.engine.snapshot,
             "restore",
             lambda *a: restored.append(a[1].point) or real(*a),
         )

@@ -59,17 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_check)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    from emu.report import check as report
+def _entries(args: argparse.Namespace) -> list[Any]:
+    """The catalog's scenarios that `--image`, `--writer`, `--builds` and `--only` select."""
     from emu.search import catalog
 
-    if args.matrix:
-        return _check_matrix(args)
-    if args.image and args.builds:
-        raise UsageError("--image and --builds do not go together")
-    check_range("--schedules", args.schedules, 1, None)
-    if args.jobs is not None:
-        check_range("--jobs", args.jobs, 1, None)
     entries = catalog.load(args.catalog)
     if args.image:
         entries = catalog.for_image(entries, args.image)
@@ -84,7 +77,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         entries = [e for e in entries if any(s in e.name for s in args.only)]
         if not entries:
             raise UsageError(f"no catalog scenario matches {', '.join(args.only)}")
-    entries = _with_limits(args, entries)
+    return entries
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from emu.report import check as report
+    from emu.search import catalog
+
+    if args.matrix:
+        return _check_matrix(args)
+    if args.image and args.builds:
+        raise UsageError("--image and --builds do not go together")
+    check_range("--schedules", args.schedules, 1, None)
+    if args.jobs is not None:
+        check_range("--jobs", args.jobs, 1, None)
+    entries = _with_limits(args, _entries(args))
     quiet = args.json or args.markdown
 
     def progress(r: catalog.Result) -> None:

@@ -17,6 +17,7 @@ from emu.cli.options import (
     add_writer,
     check_search,
     scenario,
+    strategy_detail,
     writable_dir,
 )
 from emu.errors import UsageError
@@ -154,19 +155,6 @@ def _progress(count: int, budget: int) -> None:
         print(f"\r  {count}/{budget} schedules", end="", file=sys.stderr, flush=True)
 
 
-def _strategy_detail(args: argparse.Namespace) -> str:
-    if args.strategy in ("exhaustive", "dpor"):
-        bound = args.preemptions
-        what = ", no preemption bound" if bound is None else f", preemption bound {bound}"
-    else:
-        what = f", seed {args.seed}" + (f", depth {args.depth}" if args.strategy == "pct" else "")
-    if args.max_schedules is not None:
-        what += f", up to {args.max_schedules} schedules"
-    elif args.strategy not in ("exhaustive", "dpor"):
-        what += ", up to 10000 schedules"
-    return what
-
-
 def cmd_fuzz(args: argparse.Namespace) -> int:
     """Search the scenario's interleavings; save and show the minimal finding, if any."""
     from emu.search.fuzz import Fuzzer
@@ -218,8 +206,7 @@ def _announce(args: argparse.Namespace, fuzzer: Fuzzer) -> None:
         writer = f" storing with writer {sc.writer}" if sc.writer else ""
         print(
             f"fuzzing {img.name} ({img.arch}) against host {sc.host}{writer} on "
-            f"{sc.vcpus} vCPUs x {sc.reads} reads, strategy {args.strategy}"
-            + _strategy_detail(args)
+            f"{sc.vcpus} vCPUs x {sc.reads} reads, strategy {args.strategy}" + strategy_detail(args)
         )
     if not fuzzer.executor.native:
         from emu.engine import lane

@@ -154,3 +154,17 @@ def writable_file(path: Path, option: str) -> Path:
     except OSError as e:
         raise UsageError(f"{option} {path}: cannot write there ({e.strerror or e})") from None
     return path
+
+
+def strategy_detail(args: argparse.Namespace) -> str:
+    """What `fuzz` says about its search: the bound or seed, and the budget."""
+    if args.strategy in ("exhaustive", "dpor"):
+        bound = args.preemptions
+        what = ", no preemption bound" if bound is None else f", preemption bound {bound}"
+    else:
+        what = f", seed {args.seed}" + (f", depth {args.depth}" if args.strategy == "pct" else "")
+    if args.max_schedules is not None:
+        what += f", up to {args.max_schedules} schedules"
+    elif args.strategy not in ("exhaustive", "dpor"):
+        what += ", up to 10000 schedules"
+    return what

@@ -29,7 +29,7 @@ from emu.engine.run import DECLINED, FAULT, HANG, VALUE, Op, Run
 from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Scheduler
 from emu.engine.sites import SiteHandlers
-from emu.engine.snapshot import Snapshot, capture, restore
+from emu.engine.snapshot import at_point, resume
 from emu.engine.state import Contexts, Observer, RecordKeys, State, Task
 from emu.engine.stepping import step_until_stop
 from emu.errors import UsageError
@@ -72,7 +72,7 @@ class Executor:
         #: Address in the clock pages -> the name of the record it belongs to ("pvti0").
         self._keys = RecordKeys(self.machine.layout)
         self.contexts = Contexts(self.machine)
-        self.decider.capture = self._capture
+        self.decider.capture = lambda: at_point(self.st, self.machine, self)
 
     @property
     def native(self) -> bool:
@@ -90,9 +90,7 @@ class Executor:
         """Run every task's reads to the end under `scheduler`; `observer` turns on stepping."""
         st = self.st = self._start(scheduler, observer)
         if st.snapshots:
-            snap = scheduler.start_from()
-            if isinstance(snap, Snapshot) and snap.owner is self:
-                restore(st, snap, self.machine, self.host_side, self._keys)
+            resume(st, scheduler.start_from(), self, self.machine, self.host_side, self._keys)
         self.last_run = st.run
         if self.lane is not None:
             self.lane.st = st
@@ -148,14 +146,6 @@ class Executor:
         self.host_side.boot(st, self.image.vdso_data, sc.timekeeping)
         self.decider.refresh(st)
         return st
-
-    def _capture(self) -> Snapshot | None:
-        """A snapshot of the run now, at a decision point (`PointInfo.snapshot`). Inside a
-        site's handler (`may_run` set `st.op`), the running task's registers are live."""
-        st = self.st
-        if st is None or not st.snapshots:
-            return None
-        return capture(st, self.machine, self, st.op is not None)
 
     # --- visible operations ------------------------------------------------------------
 

@@ -109,6 +109,24 @@ def _stacks(st: State, machine: Machine, live: bool) -> tuple[bytes, ...]:
     return got
 
 
+def at_point(st: State | None, machine: Machine, owner: object) -> Snapshot | None:
+    """A snapshot of the run now, at a decision point (`PointInfo.snapshot`), when the run
+    takes them. Inside a site's handler (`may_run` set `st.op`) the running task's
+    registers are live."""
+    if st is None or not st.snapshots:
+        return None
+    return capture(st, machine, owner, st.op is not None)
+
+
+def resume(
+    st: State, snap: object, owner: object, machine: Machine, host: HostSide, keys: RecordKeys
+) -> None:
+    """Start the run `st` from `snap`, the snapshot the scheduler asks to start from, if it
+    is one `owner` (the executor) took."""
+    if isinstance(snap, Snapshot) and snap.owner is owner:
+        restore(st, snap, machine, host, keys)
+
+
 class Diverged(RuntimeError):
     """The host replayed a different step than the saved run took: not deterministic."""
 
