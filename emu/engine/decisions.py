@@ -128,10 +128,9 @@ class Decider:
         with it, its TSC, TSC_AUX and rdpid come from vCPU 1 from now on. Only a task whose
         vCPU is in guest mode can be moved; the host is not told.
         """
-        # The moves change only with who can run (the epoch): cached under a negative key.
-        key = -1 - st.epoch
-        cached = st.options.get(key)
-        if cached is None:
+        # The moves change only with who can run (the epoch: a move itself refreshes it).
+        options = st.moves.get(st.epoch)
+        if options is None:
             moves = tuple(
                 Migrate(t.index, w)
                 for t in st.tasks
@@ -139,8 +138,7 @@ class Decider:
                 for w in range(self.vcpus)
                 if w != t.vcpu
             )
-            cached = st.options[key] = ((), _STAY + moves if moves else ())
-        options = cached[1]
+            options = st.moves[st.epoch] = _STAY + moves if moves else ()
         if not options:
             return
         k = self._ask(st, options, self._action_info(st, True))

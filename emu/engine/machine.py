@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -293,9 +293,11 @@ class Machine:
         """Put `pages` (default: zeros) in the clock pages; clear the hot end of every stack."""
         data = pages if pages is not None else self._zero_pages
         ctypes.memmove(self._shared[1], data, len(data))
-        for task in range(self.tasks):
-            at = STACK_SIZE * (task + 1) - STACK_CLEAR
-            ctypes.memmove(self._stacks[1] + at, self._stack_tops[task], STACK_CLEAR)
+        self.set_stacks(self._stack_tops)
+
+    def _hot(self, task: int) -> int:
+        """Where the hot end of `task`'s stack (the STACK_CLEAR bytes below its top) is."""
+        return self._stacks[1] + STACK_SIZE * (task + 1) - STACK_CLEAR
 
     def stacks(self) -> tuple[bytes, ...]:
         """The hot end of every task's stack (what `reset` clears), for a snapshot."""
@@ -303,15 +305,12 @@ class Machine:
 
     def stack(self, task: int) -> bytes:
         """The hot end of `task`'s stack."""
-        return ctypes.string_at(
-            self._stacks[1] + STACK_SIZE * (task + 1) - STACK_CLEAR, STACK_CLEAR
-        )
+        return ctypes.string_at(self._hot(task), STACK_CLEAR)
 
-    def set_stacks(self, hot: tuple[bytes, ...]) -> None:
-        """Put back the hot ends `stacks` returned."""
-        lo = self._stacks[1]
+    def set_stacks(self, hot: Sequence[bytes]) -> None:
+        """Put back hot ends (`stacks` returned them; `reset` puts the initial ones)."""
         for task, data in enumerate(hot):
-            ctypes.memmove(lo + STACK_SIZE * (task + 1) - STACK_CLEAR, data, STACK_CLEAR)
+            ctypes.memmove(self._hot(task), data, STACK_CLEAR)
 
     def write(self, addr: int, data: bytes) -> None:
         """A host store into the clock pages (guest address `addr`)."""

@@ -101,6 +101,8 @@ class State:
     epoch: int = 0
     #: (epoch, default) -> the agents a decision offers and their choices.
     options: dict[int, tuple[tuple[int, ...], Options]] = field(default_factory=dict)
+    #: epoch -> the options of a migration point (staying, then every move).
+    moves: dict[int, Options] = field(default_factory=dict)
     migrations: int = 0
     #: The visible operation the running task is about to execute, while it waits for a
     #: decision: (kind, address, size).
