@@ -11,7 +11,7 @@ is redundant from there, finishes with default choices, and its rest is not anal
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from emu.engine.choice import Options, RunHost, RunTask, is_agent_point
@@ -248,8 +248,10 @@ class DporRun(Scheduler):
         # Under a bound, a free option first: after a spin-blocked agent, the one the
         # executor's fairness rotation would run (a costly first choice can use up the
         # bound and block the run, and a blocked run's alternatives are never analysed).
-        order = sorted(range(len(agents)), key=lambda k: cost(node, agents[k], self.vcpus))
-        for k in order if self.bound is not None else range(len(agents)):
+        order: Sequence[int] = range(len(agents))
+        if self.bound is not None:
+            order = sorted(order, key=lambda k: cost(node, agents[k], self.vcpus))
+        for k in order:
             a = agents[k]
             if a in self.sleep or a in spin:
                 continue
