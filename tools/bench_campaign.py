@@ -87,6 +87,15 @@ def run(spec: Path, seconds: float, workers: int | None, scheduler: str | None) 
     }
 
 
+def local_cluster() -> Any:
+    """The benchmark's and CI's Dask cluster: 2 worker processes of 1 thread, loopback."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
+
+
 CI_SPEC = """strategies = ["random", "pct", "hypothesis"]
 chunk = 100
 [[scenario]]
@@ -98,16 +107,12 @@ hosts = ["kvm"]
 def ci(seconds: float) -> int:
     """A short campaign on a Dask LocalCluster (2 worker processes, loopback): the seeded
     bug is found, the correct reader passes, `findings` lists what was found."""
-    from distributed import LocalCluster
-
     tmp = Path(tempfile.mkdtemp(prefix="ci-campaign-"))
     spec = tmp / "spec.toml"
     spec.write_text(CI_SPEC)
     out = tmp / "c"
     env = dict(os.environ)
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    ) as cluster:
+    with local_cluster() as cluster:
         cmd = [sys.executable, "-m", "emu", "campaign", str(spec), "--out", str(out)]
         cmd += ["--time", f"{seconds}s", "--json", "--scheduler", cluster.scheduler_address]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
@@ -160,8 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.ci:
         return ci(args.time if args.time != 20.0 else 10.0)
-    from distributed import LocalCluster
-
     spec = Path(tempfile.mkdtemp(prefix="bench-spec-")) / "spec.toml"
     spec.write_text(SPEC)
     results: dict[str, list[dict[str, Any]]] = {"local-1": [], "local-2": [], "dask-2": []}
@@ -170,13 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         results["local-2"].append(run(spec, args.time, 2, None))
         # A cluster of its own for each Dask round, gone during the local ones (an idle
         # cluster's heartbeats would take from the local workers' cores).
-        with LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster:
+        with local_cluster() as cluster:
             results["dask-2"].append(run(spec, args.time, None, cluster.scheduler_address))
     rate = {k: statistics.median(r["rate"] for r in v) for k, v in results.items()}
     summary = {

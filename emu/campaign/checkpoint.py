@@ -14,9 +14,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from emu.campaign import store
 from emu.campaign.shards import Chunk, Shard
-from emu.campaign.store import atomic_write
+from emu.campaign.store import atomic_write, sync
 from emu.campaign.warm import ChunkResult
 
 
@@ -107,8 +106,9 @@ class Checkpoints:
             self.unsynced.add(path)
 
     def sync(self) -> None:
+        """fsync every checkpoint `save(sync=False)` wrote since the last call."""
         for path in sorted(self.unsynced):
-            store.sync(path)
+            sync(path)
         self.unsynced.clear()
 
 

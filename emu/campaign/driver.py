@@ -1,13 +1,13 @@
 """The campaign loop: hand chunks to the pool, fold their results into the findings,
 checkpoints and coverage, show the status, stop at the time budget.
 
-At most one chunk per worker runs (on Dask a second one waits behind it: emu/campaign/pool.py),
-so a crash of the campaign process loses at most one chunk per worker: one checkpoint
-interval of wall time. Every result is saved in the
-order findings, coverage, checkpoint (see emu/campaign/checkpoint.py). The checkpoint is
-renamed into place before the worker gets its next chunk (so a kill of this process never
-finds a finished chunk unsaved behind a new one) and fsynced after: the worker does not
-wait for the disk (an fsync here takes 1-20 ms, against chunks of 70-300 ms).
+At most one chunk per worker runs (on Dask a second one waits behind it: pool.py), so a
+crash of the campaign process loses at most one chunk per worker: one checkpoint interval
+of wall time. Every result is saved in the order findings, coverage, checkpoint (see
+emu/campaign/checkpoint.py). The checkpoint is renamed into place before the worker gets
+its next chunk (so a kill of this process never finds a finished chunk unsaved behind a
+new one) and fsynced after: the worker does not wait for the disk (an fsync here takes
+1-20 ms, against chunks of 70-300 ms).
 """
 
 from __future__ import annotations
