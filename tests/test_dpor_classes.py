@@ -13,6 +13,8 @@ force.
 
 from __future__ import annotations
 
+import pytest
+
 from emu.engine.executor import Executor
 from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Scheduler
@@ -35,15 +37,15 @@ def fuzzer(image: str) -> Fuzzer:
     return _FUZZERS[image]
 
 
-def classes(c: Fuzzer, strategy: Strategy) -> set[int]:
-    """The class of every run `strategy` makes."""
+def classes(c: Fuzzer, strategy: Strategy, returned: bool = True) -> set[int]:
+    """The class of every run `strategy` makes (of its returned attempts, or of all)."""
     ex = c.executor
     seen: set[int] = set()
 
     def run_one(s: Scheduler) -> Result:
         run, _ = c.run(s)
         tr = Trace()
-        for e in run_events(run, ex.decider.widths, ex.machine.layout.pages):
+        for e in run_events(run, ex.decider.widths, ex.machine.layout.pages, returned):
             tr.append(e)
         seen.add(class_key(tr.events, tr.hb))
         return Result(False, run.points)
@@ -87,6 +89,21 @@ def test_unbounded_dpor_explores_every_class_brute_force_finds():
     assert strat.classes == dpor and strat.redundant == 0
 
 
+def test_retry_assume_explores_every_class_of_returned_attempts():
+    """`modern` retries: brute force's runs fall into many more classes of every attempt
+    than of the returned ones, and `dpor` makes one complete run per returned class, every
+    other run blocked at a retry or by its sleep set."""
+    c = fuzzer("modern")
+    brute = classes(c, ExhaustiveStrategy(2, reduce=False))
+    every = classes(c, ExhaustiveStrategy(2, reduce=False), returned=False)
+    strat = DporStrategy(None)
+    dpor = classes(c, strat)
+    assert brute <= dpor and len(every) > 10 * len(brute)
+    assert strat.classes <= dpor and len(strat.classes) == len(dpor)
+    assert strat.redundant == 0 and 0 < strat.retried <= strat.blocked
+    assert strat.executions == len(strat.classes) + strat.blocked
+
+
 def test_subtrees_explore_the_same_classes_as_one_search():
     c = fuzzer("bug-no-retry")
     whole = DporStrategy(None)
@@ -104,16 +121,18 @@ def test_subtrees_explore_the_same_classes_as_one_search():
     assert union == whole.classes
 
 
-def test_bounded_dpor_under_xen_sees_what_brute_force_sees():
+@pytest.mark.parametrize("assume_retries", [True, False])
+def test_bounded_dpor_under_xen_sees_what_brute_force_sees(assume_retries):
     """Xen keeps the reader's vCPU in guest mode through an update, so a read that starts
-    on the odd version spins, and `dpor` spin-blocks it. A bounded run used to take its
+    on the odd version spins: `dpor` blocks the run at the retry, or (without retry-assume,
+    as under `--speculative-tsc`) spin-blocks the task. A bounded run used to take its
     first affordable option there (the other task, spending the last preemption) instead
     of the free switch to the host the executor's fairness makes: the run blocked, and the
     reads-from patterns in which the host publishes while the first read spins were lost
     at bound 2."""
     c = Fuzzer(Scenario(image="modern", host="xen", vcpus=2, reads=1))
     brute = outcomes(c, ExhaustiveStrategy(2, reduce=False))
-    dpor = outcomes(c, DporStrategy(2))
+    dpor = outcomes(c, DporStrategy(2, assume_retries=assume_retries))
     assert reads_from(dpor) == reads_from(brute)
     assert verdicts(dpor) == verdicts(brute)
     assert flagged(brute) <= flagged(dpor)

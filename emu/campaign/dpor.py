@@ -73,7 +73,12 @@ def run(task: Task, out: ChunkResult, deadline: float, one: Any) -> None:
 
     c = task.chunk
     ckpt = Path(task.checkpoint)
-    strat = DporStrategy(task.bound, checkpoint=ckpt, prefix=to_prefix(task.prefix))
+    strat = DporStrategy(
+        task.bound,
+        checkpoint=ckpt,
+        prefix=to_prefix(task.prefix),
+        assume_retries=not task.scenario.speculative_tsc,
+    )
 
     def run_one(scheduler: Scheduler) -> Result:
         if time.monotonic() >= deadline:

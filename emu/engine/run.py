@@ -51,6 +51,23 @@ class Read:
         """True when the caller got a timestamp (a value or the syscall's)."""
         return self.outcome in (VALUE, FALLBACK)
 
+    def last_attempt(self) -> list[Op]:
+        """The operations of the read without its retried iterations: an operation at a
+        code address the remaining ones already executed loops back, and the iteration
+        since that address's previous execution is dropped (a retry of the seqlock loop,
+        or of a nested one). What is left is what the returned attempt did."""
+        live: list[Op] = []
+        at: dict[int, int] = {}
+        for op in self.ops:
+            k = at.get(op.pc)
+            if k is not None:
+                for dropped in live[k:]:
+                    del at[dropped.pc]
+                del live[k:]
+            at[op.pc] = len(live)
+            live.append(op)
+        return live
+
     def vcpu_at(self, t: int) -> int:
         v = self.vcpu
         for op in self.ops:

@@ -32,7 +32,7 @@ from emu.search.dpor_sched import Node, agent_of
 from emu.search.strategy import Result
 
 #: /2: events carry the vCPUs a host step parks and resumes.
-FORMAT = "vdsofuzz-dpor-checkpoint/2"
+FORMAT = "vdsofuzz-dpor-checkpoint/3"
 #: A prefix: (decision point, agent) pairs; agent -1 is the host.
 Prefix = tuple[tuple[int, int], ...]
 

@@ -3,10 +3,10 @@
 A run follows the recorded choices of its prefix (the path down to the node being
 re-explored), then, in the fresh part, builds a `Node` per event as it goes: it keeps the
 sleep set (agents whose next event was already explored from an equivalent state and
-that nothing dependent has happened to since), never chooses a sleeping or spin-blocked
-agent (emu/search/dpor_spin.py), and keeps the preemption count when a bound is asked.
-When every agent it could choose is asleep (or over the bound) the run is *blocked*: it
-is redundant from there, finishes with default choices, and its rest is not analysed.
+that nothing dependent has happened to since) and the preemption count when a bound is
+asked. When every agent it could choose is asleep (or over the bound), or a task starts a
+retry (retry-assume, emu/search/dpor_spin.py), the run is *blocked*: it is redundant from
+there, finishes with default choices, and its rest is not analysed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from emu.engine.choice import Options, RunHost, RunTask, is_agent_point
 from emu.engine.run import Read, Run
 from emu.engine.scheduler import PointInfo, Scheduler
 from emu.search.dependence import HOST, Event, dependent
-from emu.search.dpor_spin import spinning
+from emu.search.dpor_spin import NEVER, retry_at, spinning
 from emu.search.dpor_trace import host_event, read_events
 
 
@@ -113,8 +113,13 @@ class DporRun(Scheduler):
         bound: int | None,
         vcpus: int = 0,
         fixed: dict[int, int] | None = None,
+        assume_retries: bool = True,
     ) -> None:
         self.path = path
+        #: Retry-assume (emu/search/dpor_spin.py): a retry blocks the run; spin-assume if not.
+        self.assume_retries = assume_retries
+        #: The run was blocked at a retry (not by its sleep set or the bound).
+        self.retried = False
         #: Decision point -> agent: the subtree's prefix, taken when first met.
         self.fixed = fixed or {}
         self.vcpus = vcpus
@@ -146,6 +151,8 @@ class DporRun(Scheduler):
         self._widths: Mapping[int, int] = {}
         #: id(options) -> (options, their agents or None): see `_agents_of`.
         self._offers: dict[int, tuple[Options, tuple[int, ...] | None]] = {}
+        #: When the first retry of the run starts (NEVER: none yet).
+        self._retry = NEVER
 
     def _start_at(self, node: Node) -> None:
         """The sleep set and preemptions right after the re-chosen last node of the path."""
@@ -174,13 +181,17 @@ class DporRun(Scheduler):
             return
         got: list[tuple[int, Event]] = []
         pages, widths = self._pages, self._widths
-        for r in run.reads[self._ended :]:
+        fresh = run.reads[self._ended :]
+        for r in fresh:
             got += read_events(r, True, since, widths, pages)
         self._ended = len(run.reads)
         for live in reads:
             # Most reads made no operation since the last call: skip them cheaply.
             if live is not None and live.ops and live.ops[-1].t >= since:
                 got += read_events(live, False, since, widths, pages)
+                fresh.append(live)
+        if self.assume_retries:
+            self._retry = min([self._retry, *(retry_at(r, since) for r in fresh)])
         for ev in run.host[self._host :]:
             if ev.t >= since:
                 got.append((ev.t, host_event(ev.step, pages)))
@@ -195,6 +206,8 @@ class DporRun(Scheduler):
 
     def _take(self, t: int, e: Event) -> None:
         self.events[t] = e
+        if t >= self._retry and self.blocked_at is None:
+            self.blocked_at, self.retried = t, True
         if self.bound is not None:
             # Sleep sets and a preemption bound together lose classes whose only members
             # within the bound are the pruned ones; bounded runs do without.
@@ -236,7 +249,7 @@ class DporRun(Scheduler):
         if agents is None:
             return self._action(point, options, info)
         spin = _NOBODY
-        if HOST in agents:
+        if HOST in agents and not self.assume_retries:
             run, pages, widths = info.run, info.pages, info.widths
             spin = frozenset(
                 a for a in agents if a >= 0 and spinning(info.reads[a], run, pages, widths)

@@ -1,7 +1,21 @@
-"""Spin-assume for retry loops (the await reduction GenMC applies to spin loops).
+"""Spin-assume and retry-assume for retry loops (the await reduction GenMC applies to spin
+loops).
 
-A seqlock reader whose attempt read exactly the same stores as its previous attempt, and
-retried, learns nothing by trying again until the host writes: every further attempt reads
+Retry-assume (the default): a reader's attempts are independent, each starting afresh from
+what it loads, and an attempt that retries returns nothing and stores nothing. Every run
+with a retried attempt therefore has an equivalent, for everything an oracle judges of the
+returned attempts, in which the task waits instead and makes only its returned attempt: the
+same interleaving without the retried attempt's operations. So `dpor` treats a retry as an
+`assume` that failed: the run is blocked at the operation that starts the next attempt
+(`retry_at`), its races up to there are still reversed (that is how the searches where the
+attempt succeeds are found), and it counts no class. The run itself goes on with default
+choices, so a reader that can never succeed still spins into the terminates oracle. This
+holds only while attempts are independent: with `--speculative-tsc` a retry's TSC may come
+from the attempt before, and the search falls back to spin-assume below.
+
+Spin-assume (with `--speculative-tsc`): a seqlock reader whose attempt read exactly the
+same stores as its previous attempt, and retried, learns nothing by trying again until the
+host writes: every further attempt reads
 the same bytes and retries the same way. Under `dpor` such a task is *spin-blocked*: not
 chosen while another agent can run, until a host step writes. An execution in which it runs
 again before that is equivalent (same stores read, same verdicts) to one in which it waits,
@@ -9,9 +23,12 @@ so nothing is lost; and unbounded verification of seqlock readers becomes finite
 host has no step left the task is never blocked: it spins, and the executor's hang
 detection (the terminates oracle) judges it.
 
-Attempts are found in the task's operations: an operation at a code address the read has
-executed before starts a new attempt (a loop back). The two attempts before the latest are
-compared by (site, kind, vCPU, and for loads the host step that last wrote its bytes).
+Retry-assume finds a retry where a read first executes a code address again (a loop back;
+`Read.last_attempt` drops the retried iterations the same way). This takes every loop over
+visible operations in a reader for a retry loop, as the Linux readers' loops are.
+Spin-assume compares the two attempts before the latest (each starting at the latest
+operation's code address) by (site, kind, vCPU, and for loads the host step that last
+wrote its bytes).
 """
 
 from __future__ import annotations
@@ -19,6 +36,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from emu.engine.run import Op, Read, Run
+
+#: A time after every run's end.
+NEVER = 1 << 62
 
 
 def _writes(run: Run, pages: Mapping[str, int]) -> list[tuple[int, tuple[tuple[int, int], ...]]]:
@@ -74,3 +94,14 @@ def spinning(
             return False
     writes = _writes(run, pages)
     return _signature(ops[a1:a2], writes, widths) == _signature(ops[a2:a3], writes, widths)
+
+
+def retry_at(read: Read, since: int) -> int:
+    """The time of `read`'s first retry (its first operation at a code address it already
+    executed: a loop back, `Read.last_attempt`) if at or after `since`, else `NEVER`."""
+    seen: set[int] = set()
+    for op in read.ops:
+        if op.pc in seen:
+            return op.t if op.t >= since else NEVER
+        seen.add(op.pc)
+    return NEVER

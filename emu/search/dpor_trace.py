@@ -57,10 +57,16 @@ def read_events(
         yield ops[k].t, task_event(ops[k], k == 0, ended and k == n - 1, widths, pages)
 
 
-def run_events(run: Run, widths: Mapping[int, int], pages: Mapping[str, int]) -> list[Event]:
-    """The events of a finished run in time order (what `dpor` analyses, for any run)."""
+def run_events(
+    run: Run, widths: Mapping[int, int], pages: Mapping[str, int], returned: bool = True
+) -> list[Event]:
+    """The events of a finished run in time order, for any run: with `returned`, only its
+    reads' returned attempts (the class `dpor` counts under retry-assume, which explores
+    the equivalent run without the retries)."""
     got: list[tuple[int, Event]] = []
     for r in run.reads:
+        if returned:
+            r = Read(r.task, r.index, r.vcpu, ops=r.last_attempt())
         got += read_events(r, True, 0, widths, pages)
     got += [(ev.t, host_event(ev.step, pages)) for ev in run.host]
     got.sort(key=lambda p: p[0])

@@ -163,7 +163,12 @@ class ExhaustiveStrategy(Strategy):
         if settings.preemptions is None:
             from emu.search.dpor import DporStrategy
 
-            return DporStrategy(None, label="exhaustive", checkpoint=settings.checkpoint)
+            return DporStrategy(
+                None,
+                label="exhaustive",
+                checkpoint=settings.checkpoint,
+                assume_retries=settings.assume_retries,
+            )
         return cls(settings.preemptions)
 
     def _alternatives(self, options: Options, before: Walk, info: PointInfo) -> list[int]:

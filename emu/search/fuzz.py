@@ -222,7 +222,10 @@ class Fuzzer:
     ) -> Strategy:
         """The strategy called `name` (emu/search/registry.py), set up for this campaign's
         scenario."""
-        settings = Settings(seed, database, depth, preemptions, self.scenario.vcpus + 1, checkpoint)
+        sc = self.scenario
+        settings = Settings(
+            seed, database, depth, preemptions, sc.vcpus + 1, checkpoint, not sc.speculative_tsc
+        )
         return make_strategy(name, settings)
 
     def _search(self, strat: Strategy, budget: int, progress: Progress | None) -> None:
