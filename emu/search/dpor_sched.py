@@ -230,13 +230,16 @@ class DporRun(Scheduler):
     def finish(self, run: Run) -> None:
         """After the run: take its last events."""
         self.run = run
-        self.catch_up(run, (), run.steps)
+        if self.blocked_at is None:  # a blocked run is analysed up to the block only
+            self.catch_up(run, (), run.steps)
 
     # --- decisions -------------------------------------------------------------------
 
     def choose(self, point: int, options: Options, info: PointInfo | None) -> int:
         assert info is not None and info.run is not None
         self.run = info.run
+        if self.blocked_at is not None:
+            return 0  # the path's decisions all come before the block, and nothing after
         self.vcpus = len(info.reads)
         self._pages, self._widths = info.pages, info.widths
         self.catch_up(info.run, info.reads, info.t)
