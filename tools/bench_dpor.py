@@ -15,10 +15,10 @@ Sections:
   blocked, seconds and whether it was verified;
 - reduction: modern + kvm 2 x 1 at preemption bounds 2 and 3: executions of `dpor` and of
   `exhaustive` (with its own reductions), and their ratio;
-- bugs: per catalog bug, the median time to the first violation of `portfolio`, `dpor` and
-  the single strategies over seeds (each seed's time the least of `--repeat` identical
-  searches, taken in turns across the strategies), and whether the portfolio is within
-  2x of the best.
+- bugs: per catalog bug, the median time to the first violation of `portfolio`, `dpor`
+  (bound 2, and `dpor:none` with no bound) and the single strategies over seeds (each
+  seed's time the least of `--repeat` identical searches, taken in turns across the
+  strategies), and whether the portfolio is within 2x of the best.
 
 Wall-clock time is used here only to measure; the emulation runs on logical time.
 """
@@ -45,7 +45,7 @@ from emu.search.registry import strategy_class  # noqa: E402
 SAMPLES = Path.home() / "vdso-samples"
 #: The single strategies the portfolio is compared with (`hypothesis`, the slowest to every
 #: catalog bug in the main benchmark, only with --with-hypothesis).
-SINGLE = ("dpor", "exhaustive", "random", "pct")
+SINGLE = ("dpor", "dpor:none", "exhaustive", "random", "pct")
 
 
 def _verify_row(name: str, sc: Scenario, budget: int) -> dict[str, Any]:
@@ -101,8 +101,14 @@ def reduction(bounds: tuple[int, ...] = (2, 3)) -> list[dict[str, Any]]:
 
 
 def _first(e: catalog.Entry, name: str, seed: int, budget: int) -> float | None:
-    """Seconds to the first violation of one search (None: none within `budget`)."""
-    o = Fuzzer(e.scenario).fuzz(strategy=name, seed=seed, max_schedules=budget)
+    """Seconds to the first violation of one search (None: none within `budget`). `name`
+    may give a preemption bound: `dpor:none` is `dpor` with none (the CLI's default),
+    plain `dpor` and `exhaustive` have bound 2 (the API's default)."""
+    name, _, bound = name.partition(":")
+    kw: dict[str, Any] = {}
+    if bound:
+        kw["preemptions"] = None if bound == "none" else int(bound)
+    o = Fuzzer(e.scenario).fuzz(strategy=name, seed=seed, max_schedules=budget, **kw)
     return None if o.first_hit is None else o.first_hit[1]
 
 
@@ -115,7 +121,7 @@ def bugs(
     of load in between touches them all alike."""
     names = ("portfolio",) + tuple(s for s in strategies if s != "portfolio")
     for name in names:
-        strategy_class(name)  # imported now, not inside the first timed search
+        strategy_class(name.partition(":")[0])  # imported now, not inside a timed search
     out = []
     for e in catalog.load():
         if e.expect != catalog.VIOLATION or not re.search(match, e.name):
