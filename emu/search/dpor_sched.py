@@ -6,7 +6,7 @@ sleep set (agents whose next event was already explored from an equivalent state
 that nothing dependent has happened to since) and the preemption count when a bound is
 asked. When every agent it could choose is asleep (or over the bound), or a task starts a
 retry (retry-assume, emu/search/dpor_spin.py), the run is *blocked*: it is redundant from
-there, finishes with the host first where it can run, and its rest is not analysed.
+there, finishes with default choices, and its rest is not analysed.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ class DporRun(Scheduler):
         assert info is not None and info.run is not None
         self.run = info.run
         if self.blocked_at is not None:
-            return self._after_block(options)
+            return 0  # the path's decisions all come before the block, and nothing after
         self.vcpus = len(info.reads)
         self._pages, self._widths = info.pages, info.widths
         self.catch_up(info.run, info.reads, info.t)
@@ -247,7 +247,7 @@ class DporRun(Scheduler):
         if node is not None:
             return self._follow(node, options)
         if self.blocked_at is not None:
-            return self._after_block(options)
+            return 0
         agents = self._agents_of(options)
         if agents is None:
             return self._action(point, options, info)
@@ -284,13 +284,6 @@ class DporRun(Scheduler):
             return k
         self.blocked_at = info.t
         return 0
-
-    def _after_block(self, options: Options) -> int:
-        """A choice in a blocked run, whose rest is never analysed: the host when it can
-        run, so the update ends and every read finishes in one more attempt, rather than
-        readers retrying through it (the path's decisions all come before the block)."""
-        agents = self._agents_of(options)
-        return agents.index(HOST) if agents is not None and HOST in agents else 0
 
     def _agents_of(self, options: Options) -> tuple[int, ...] | None:
         """The agents `options` offers (None: an action point); the executor offers the
