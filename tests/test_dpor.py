@@ -171,6 +171,20 @@ def test_bounded_dpor_sees_what_brute_force_sees(image, vcpus, bound):
     assert dpor <= brute  # nothing beyond the bound
 
 
+@pytest.mark.parametrize("image", ["percpu", "bug-percpu-no-recheck"])
+def test_dpor_with_task_migrations_sees_what_brute_force_sees(image):
+    """A migration in the middle of a per-CPU read makes a correct reader retry, which
+    blocks the run: the class where the read runs whole on the new CPU is found from the
+    migration point before it."""
+    sc = Scenario(image=image, host="unsynced-tsc", vcpus=2, reads=1, task_migration=True)
+    c = Fuzzer(sc)
+    brute = outcomes(c, ExhaustiveStrategy(1, reduce=False))
+    dpor = outcomes(c, DporStrategy(1))
+    assert reads_from(dpor) == reads_from(brute)
+    assert verdicts(dpor) == verdicts(brute)
+    assert flagged(brute) <= flagged(dpor)
+
+
 @pytest.mark.parametrize("image", ["bug-no-retry", "modern"])
 def test_unbounded_dpor_covers_brute_force_and_fewer_runs(image):
     c = campaign(image)
