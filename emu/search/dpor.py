@@ -33,12 +33,13 @@ are the ones a sleep set prunes: tests/test_dpor.py found such a class at bound 
 "verified within bound k".
 
 Retry loops (emu/search/dpor_spin.py): a retried attempt returns nothing and stores
-nothing, so a run in which a task retries is blocked where the retry starts (retry-assume,
-an `assume` in the sense of GenMC's await reduction): its races up to there are reversed,
-which is how the runs where that attempt succeeds are found, and it counts no class. The
-classes are therefore those of the returned attempts (emu/search/dependence.py), one run
-per class without a retry in it; the unbounded search is finite, and on `modern` + `kvm`
-2 x 1 it needs 63 runs where Mazurkiewicz classes of every attempt needed 4,181. With
+nothing, so a task that starts a retry is stuck from there (retry-assume, an `assume` in
+the sense of GenMC's await reduction): its operations depend on nothing, the run goes on
+with the others and counts no class, and its races before the retry are reversed, which
+is how the runs where that attempt succeeds are found. The classes are therefore those of
+the returned attempts (emu/search/dependence.py), one run per class without a retry in it;
+the unbounded search is finite, and on `modern` + `kvm` 2 x 1 it needs 342 runs where
+Mazurkiewicz classes of every attempt needed 4,181. With
 `--speculative-tsc` a retry's TSC can come from the attempt before, attempts are not
 independent, and a task whose last attempt read exactly the stores its previous one read
 is only spin-blocked until the host writes (spin-assume). Action points (task migration,
@@ -199,7 +200,7 @@ class DporStrategy(Strategy):
                 raise RuntimeError(f"dpor: no event recorded at t={t}")
             trace.append(e)
         events, hb, direct = trace.events, trace.hb, trace.direct
-        if sched.blocked_at is None:
+        if sched.blocked_at is None and not sched.retried:
             key = class_key(events, hb)
             if key in self.classes:
                 self.redundant += 1
@@ -209,9 +210,10 @@ class DporStrategy(Strategy):
             self.retried += sched.retried
         at = {n.t: n for n in self.path if not n.action}
         floor = max((n.t for n in self.path if n.fixed), default=-1)
+        stuck = sched.stuck_from
         for i, j in races(events, hb, direct, sched.fresh_t):
             node = at.get(i)
-            if node is None or node.point < 0 or node.t <= floor:
+            if node is None or node.point < 0 or node.t <= floor or node.t >= stuck:
                 continue
             found = initials(events, hb, i, j)
             have = {node.chosen, *node.backtrack, *node.explored}

@@ -4,9 +4,11 @@ A run follows the recorded choices of its prefix (the path down to the node bein
 re-explored), then, in the fresh part, builds a `Node` per event as it goes: it keeps the
 sleep set (agents whose next event was already explored from an equivalent state and
 that nothing dependent has happened to since) and the preemption count when a bound is
-asked. When every agent it could choose is asleep (or over the bound), or a task starts a
-retry (retry-assume, emu/search/dpor_spin.py), the run is *blocked*: it is redundant from
-there, finishes with default choices, and its rest is not analysed.
+asked. A task that starts a retry is stuck from there (retry-assume, emu/search/dpor_spin.py):
+its operations become `STUCK` events that depend on nothing, and it is not chosen while
+another agent can run. When every agent it could choose is asleep, stuck or over the
+bound, the run is *blocked*: it is redundant from there, finishes with default choices,
+and its rest is not analysed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from emu.engine.choice import Options, RunHost, RunTask, is_agent_point
 from emu.engine.run import Read, Run
 from emu.engine.scheduler import PointInfo, Scheduler
 from emu.search.dependence import HOST, Event, dependent
-from emu.search.dpor_spin import NEVER, retry_at, spinning
+from emu.search.dpor_spin import NEVER, first_retry, spinning
 from emu.search.dpor_trace import host_event, read_events
 
 
@@ -66,6 +68,8 @@ class Node:
 
 
 _NOBODY: frozenset[int] = frozenset()
+#: The event kind of a stuck task's operation (retry-assume): it depends on nothing.
+STUCK = "stuck"
 
 
 def _time(p: tuple[int, Event]) -> int:
@@ -118,8 +122,6 @@ class DporRun(Scheduler):
         self.path = path
         #: Retry-assume (emu/search/dpor_spin.py): a retry blocks the run; spin-assume if not.
         self.assume_retries = assume_retries
-        #: The run was blocked at a retry (not by its sleep set or the bound).
-        self.retried = False
         #: Decision point -> agent: the subtree's prefix, taken when first met.
         self.fixed = fixed or {}
         self.vcpus = vcpus
@@ -151,8 +153,21 @@ class DporRun(Scheduler):
         self._widths: Mapping[int, int] = {}
         #: id(options) -> (options, their agents or None): see `_agents_of`.
         self._offers: dict[int, tuple[Options, tuple[int, ...] | None]] = {}
-        #: When the first retry of the run starts (NEVER: none yet).
-        self._retry = NEVER
+        #: Task -> when its first retry started (retry-assume): from then on the task is
+        #: stuck, its operations are nobody's business and it is not chosen.
+        self._stuck: dict[int, int] = {}
+        self._scanned = False
+
+    @property
+    def retried(self) -> bool:
+        """Did a task retry in this run (so that the run is no class of its own)?"""
+        return bool(self._stuck)
+
+    @property
+    def stuck_from(self) -> int:
+        """When the run's first retry started (`NEVER`: none): every run through a later
+        point has that task stuck too, so nothing after it is worth reversing."""
+        return min(self._stuck.values(), default=NEVER)
 
     def _start_at(self, node: Node) -> None:
         """The sleep set and preemptions right after the re-chosen last node of the path."""
@@ -191,7 +206,13 @@ class DporRun(Scheduler):
                 got += read_events(live, False, since, widths, pages)
                 fresh.append(live)
         if self.assume_retries:
-            self._retry = min([self._retry, *(retry_at(r, since) for r in fresh)])
+            if not self._scanned:  # tasks that got stuck in the prefix
+                self._scanned = True
+                fresh = [*run.reads, *(r for r in reads if r is not None)]
+            for r in fresh:
+                at = first_retry(r)
+                if at < self._stuck.get(r.task, NEVER):
+                    self._stuck[r.task] = at
         for ev in run.host[self._host :]:
             if ev.t >= since:
                 got.append((ev.t, host_event(ev.step, pages)))
@@ -205,9 +226,9 @@ class DporRun(Scheduler):
         self._done_t = until
 
     def _take(self, t: int, e: Event) -> None:
+        if e.agent >= 0 and t >= self._stuck.get(e.agent, NEVER):
+            e = Event(e.agent, STUCK)  # depends on nothing: a stuck task's operations
         self.events[t] = e
-        if t >= self._retry and self.blocked_at is None:
-            self.blocked_at, self.retried = t, True
         if self.bound is not None:
             # Sleep sets and a preemption bound together lose classes whose only members
             # within the bound are the pruned ones; bounded runs do without.
@@ -252,7 +273,10 @@ class DporRun(Scheduler):
         if agents is None:
             return self._action(point, options, info)
         spin = _NOBODY
-        if HOST in agents and not self.assume_retries:
+        if self._stuck:
+            now = info.t
+            spin = frozenset(a for a, at in self._stuck.items() if at <= now and a in agents)
+        elif HOST in agents and not self.assume_retries:
             run, pages, widths = info.run, info.pages, info.widths
             spin = frozenset(
                 a for a in agents if a >= 0 and spinning(info.reads[a], run, pages, widths)
@@ -261,13 +285,7 @@ class DporRun(Scheduler):
         node.sleep, node.spin = self.sleep, spin
         if point in self.fixed:
             return self._fixed(node, agents)
-        # Under a bound, a free option first: after a spin-blocked agent, the one the
-        # executor's fairness rotation would run (a costly first choice can use up the
-        # bound and block the run, and a blocked run's alternatives are never analysed).
-        order: Sequence[int] = range(len(agents))
-        if self.bound is not None:
-            order = sorted(order, key=lambda k: cost(node, agents[k], self.vcpus))
-        for k in order:
+        for k in self._order(node, agents):
             a = agents[k]
             if a in self.sleep or a in spin:
                 continue
@@ -284,6 +302,16 @@ class DporRun(Scheduler):
             return k
         self.blocked_at = info.t
         return 0
+
+    def _order(self, node: Node, agents: tuple[int, ...]) -> Sequence[int]:
+        """The order in which the fresh part tries a decision's options (any order is
+        sound; tests/test_dpor_classes.py checks that). Under a bound, a free option first:
+        after a spin-blocked agent, the one the executor's fairness rotation would run (a
+        costly first choice can use up the bound and block the run, and a blocked run's
+        alternatives are never analysed)."""
+        if self.bound is None:
+            return range(len(agents))
+        return sorted(range(len(agents)), key=lambda k: cost(node, agents[k], self.vcpus))
 
     def _agents_of(self, options: Options) -> tuple[int, ...] | None:
         """The agents `options` offers (None: an action point); the executor offers the

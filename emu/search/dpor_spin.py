@@ -6,12 +6,18 @@ what it loads, and an attempt that retries returns nothing and stores nothing. E
 with a retried attempt therefore has an equivalent, for everything an oracle judges of the
 returned attempts, in which the task waits instead and makes only its returned attempt: the
 same interleaving without the retried attempt's operations. So `dpor` treats a retry as an
-`assume` that failed: the run is blocked at the operation that starts the next attempt
-(`retry_at`), its races up to there are still reversed (that is how the searches where the
-attempt succeeds are found), and it counts no class. The run itself goes on with default
-choices, so a reader that can never succeed still spins into the terminates oracle. This
-holds only while attempts are independent: with `--speculative-tsc` a retry's TSC may come
-from the attempt before, and the search falls back to spin-assume below.
+`assume` that failed (`first_retry`): from the operation that starts the retry the task is
+*stuck*, as a blocked thread is in GenMC: its operations depend on nothing, it is not
+chosen while another agent can run, and the run, which counts no class, goes on with the
+other agents and is analysed to its end. Their races with what came before the retry are
+how the runs in which that attempt succeeds are found; ending the whole run at the retry
+instead lost classes whenever a run reached a retry before another agent's next event
+(tests/test_dpor_classes.py tries the options in several orders). Races after the first
+retry are not reversed: every run through there has that task stuck too. The stuck task
+still runs once nobody else can, so a reader that can never succeed spins into the
+terminates oracle. This holds only while attempts are independent: with
+`--speculative-tsc` a retry's TSC may come from the attempt before, and the search falls
+back to spin-assume below.
 
 Spin-assume (with `--speculative-tsc`): a seqlock reader whose attempt read exactly the
 same stores as its previous attempt, and retried, learns nothing by trying again until the
@@ -96,12 +102,12 @@ def spinning(
     return _signature(ops[a1:a2], writes, widths) == _signature(ops[a2:a3], writes, widths)
 
 
-def retry_at(read: Read, since: int) -> int:
+def first_retry(read: Read) -> int:
     """The time of `read`'s first retry (its first operation at a code address it already
-    executed: a loop back, `Read.last_attempt`) if at or after `since`, else `NEVER`."""
+    executed: a loop back, `Read.last_attempt`), or `NEVER`."""
     seen: set[int] = set()
     for op in read.ops:
         if op.pc in seen:
-            return op.t if op.t >= since else NEVER
+            return op.t
         seen.add(op.pc)
     return NEVER
