@@ -56,6 +56,7 @@ from emu.search import dpor_checkpoint
 from emu.search.dependence import Event
 from emu.search.dpor_checkpoint import Prefix
 from emu.search.dpor_sched import DporRun, Node, cost
+from emu.search.dpor_spin import NEVER
 from emu.search.dpor_trace import Trace, class_key, initials, races
 from emu.search.strategy import RunOne, Settings, Strategy
 
@@ -200,17 +201,17 @@ class DporStrategy(Strategy):
                 raise RuntimeError(f"dpor: no event recorded at t={t}")
             trace.append(e)
         events, hb, direct = trace.events, trace.hb, trace.direct
-        if sched.blocked_at is None and not sched.retried:
+        stuck = sched.stuck_from  # every run through a later point has that task stuck
+        if sched.blocked_at is None and stuck == NEVER:
             key = class_key(events, hb)
             if key in self.classes:
                 self.redundant += 1
             self.classes.add(key)
         else:
             self.blocked += 1
-            self.retried += sched.retried
+            self.retried += stuck != NEVER
         at = {n.t: n for n in self.path if not n.action}
         floor = max((n.t for n in self.path if n.fixed), default=-1)
-        stuck = sched.stuck_from
         for i, j in races(events, hb, direct, sched.fresh_t):
             node = at.get(i)
             if node is None or node.point < 0 or node.t <= floor or node.t >= stuck:

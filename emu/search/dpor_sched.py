@@ -159,14 +159,8 @@ class DporRun(Scheduler):
         self._scanned = False
 
     @property
-    def retried(self) -> bool:
-        """Did a task retry in this run (so that the run is no class of its own)?"""
-        return bool(self._stuck)
-
-    @property
     def stuck_from(self) -> int:
-        """When the run's first retry started (`NEVER`: none): every run through a later
-        point has that task stuck too, so nothing after it is worth reversing."""
+        """When the run's first retry started (`NEVER`: none; a run with one is no class)."""
         return min(self._stuck.values(), default=NEVER)
 
     def _start_at(self, node: Node) -> None:
@@ -304,11 +298,9 @@ class DporRun(Scheduler):
         return 0
 
     def _order(self, node: Node, agents: tuple[int, ...]) -> Sequence[int]:
-        """The order in which the fresh part tries a decision's options (any order is
-        sound; tests/test_dpor_classes.py checks that). Under a bound, a free option first:
-        after a spin-blocked agent, the one the executor's fairness rotation would run (a
-        costly first choice can use up the bound and block the run, and a blocked run's
-        alternatives are never analysed)."""
+        """The order the fresh part tries options in (any is sound: tests check three).
+        Under a bound a free one first: a costly first choice can use up the bound and
+        block the run, whose alternatives are then never analysed."""
         if self.bound is None:
             return range(len(agents))
         return sorted(range(len(agents)), key=lambda k: cost(node, agents[k], self.vcpus))
