@@ -6,8 +6,9 @@ terminates: `bug-no-retry` (a reader with no retry loop: six loads and a TSC rea
 torn reads the oracles flag) and `modern`, 2 vCPUs x 1 read at bounds 1-3 and 3 vCPUs x 1
 read at bound 1. An outcome is each read's ending, the oracles that flag it, and which host
 step each load of its returned attempt read (by the step's index, which equivalent runs
-share). A retried attempt's loads are not part of it: `dpor` blocks every run with a retry
-(retry-assume, emu/search/dpor_spin.py) and explores the equivalent one without it, which
+share). A retried attempt's loads are not part of it: in `dpor` a task that retries is
+stuck and its run counts no class (retry-assume, emu/search/dpor_spin.py); the search
+explores the equivalent run without the retry instead, which
 the oracles judge the same (emu/search/dependence.py says why); the comparisons show that
 nothing an oracle flags in brute force's runs is missing from `dpor`'s.
 """

@@ -94,7 +94,7 @@ class DporStrategy(Strategy):
         self.executions = 0
         self.vcpus = 0
         self.blocked = 0
-        #: Blocked runs that were blocked at a retry.
+        #: Runs in which a task retried (among the blocked ones: they count no class).
         self.retried = 0
         self.redundant = 0
         self.classes: set[int] = set()

@@ -31,7 +31,8 @@ from emu.search.dependence import Event
 from emu.search.dpor_sched import Node, agent_of
 from emu.search.strategy import Result
 
-#: /2: events carry the vCPUs a host step parks and resumes.
+#: /2: events carry the vCPUs a host step parks and resumes; /3: the state says whether
+#: retries are assumed (retry-assume) and counts the runs with one.
 FORMAT = "vdsofuzz-dpor-checkpoint/3"
 #: A prefix: (decision point, agent) pairs; agent -1 is the host.
 Prefix = tuple[tuple[int, int], ...]

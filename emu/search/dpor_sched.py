@@ -120,7 +120,8 @@ class DporRun(Scheduler):
         assume_retries: bool = True,
     ) -> None:
         self.path = path
-        #: Retry-assume (emu/search/dpor_spin.py): a retry blocks the run; spin-assume if not.
+        #: Retry-assume (emu/search/dpor_spin.py): a task that retries is stuck; if not,
+        #: spin-assume.
         self.assume_retries = assume_retries
         #: Decision point -> agent: the subtree's prefix, taken when first met.
         self.fixed = fixed or {}

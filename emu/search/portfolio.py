@@ -20,8 +20,8 @@ Phases, each stopping at the first violation:
    its share goes to the walks.
 
 `exhaustive` rather than `dpor` at bound 2: `exhaustive` finds most catalog bugs in
-fewer runs than `dpor` (whose runs with a retry are blocked), and each run is cheaper (no
-happens-before or race analysis).
+fewer runs than `dpor` (most of whose runs end with a task stuck at a retry), and each run
+is cheaper (no happens-before or race analysis).
 
 Same seed, same runs: every phase is deterministic (the split is counted in runs, never
 in wall-clock time).

@@ -52,8 +52,8 @@ class Settings:
     agents: int = 3
     #: dpor: the file its frontier is saved to and resumed from (None: none).
     checkpoint: Path | None = None
-    #: dpor: may a retried attempt block the run (retry-assume)? Not when a retry's TSC can
-    #: come from the attempt before (`--speculative-tsc`).
+    #: dpor: may a task that retries be taken as stuck (retry-assume)? Not when a retry's
+    #: TSC can come from the attempt before (`--speculative-tsc`).
     assume_retries: bool = True
 
 
