@@ -33,7 +33,6 @@ from emu.search import catalog
 from emu.search.dependence import HOST, Event, dependent
 from emu.search.dpor import DporStrategy
 from emu.search.dpor_checkpoint import subtrees
-from emu.search.dpor_spin import NEVER, first_retry
 from emu.search.exhaustive import ExhaustiveStrategy
 from emu.search.fuzz import Fuzzer
 from emu.search.strategy import Result, Strategy
@@ -208,18 +207,18 @@ def _pcs(read: Read) -> list[int]:
 
 
 def test_a_retry_is_a_loop_back_and_its_iterations_are_dropped():
-    assert _pcs(_read(1, 2, 3)) == [1, 2, 3] and first_retry(_read(1, 2, 3)) == NEVER
+    assert _pcs(_read(1, 2, 3)) == [1, 2, 3] and _read(1, 2, 3).first_retry() is None
     r = _read(1, 2, 3, 1, 2, 3)
-    assert r.last_attempt() == r.ops[3:] and first_retry(r) == 3
+    assert r.last_attempt() == r.ops[3:] and r.first_retry() == 3
     assert _pcs(_read(4, 4, 4, 6)) == [4, 6]  # a spin on one load
     # Code laid out with the loop head above the body: the head's address repeats first.
     r = _read(9, 10, 3, 5, 9, 10, 3, 5)
-    assert r.last_attempt() == r.ops[4:] and first_retry(r) == 4
+    assert r.last_attempt() == r.ops[4:] and r.first_retry() == 4
     # A nested loop's retry (2, 5 again) keeps the outer attempt's first load.
     r = _read(1, 2, 5, 2, 5, 7)
-    assert r.last_attempt() == [r.ops[0], *r.ops[3:]] and first_retry(r) == 3
+    assert r.last_attempt() == [r.ops[0], *r.ops[3:]] and r.first_retry() == 3
     r = _read(1, 2, 5, 2, 5, 7, 1, 2, 5, 7)
-    assert r.last_attempt() == r.ops[6:] and first_retry(r) == 3
+    assert r.last_attempt() == r.ops[6:] and r.first_retry() == 3
 
 
 @pytest.mark.parametrize("assume_retries", [True, False])

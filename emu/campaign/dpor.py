@@ -77,7 +77,7 @@ def run(task: Task, out: ChunkResult, deadline: float, one: Any) -> None:
         task.bound,
         checkpoint=ckpt,
         prefix=to_prefix(task.prefix),
-        assume_retries=not task.scenario.speculative_tsc,
+        assume_retries=task.scenario.independent_attempts,
     )
 
     def run_one(scheduler: Scheduler) -> Result:

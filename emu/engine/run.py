@@ -68,6 +68,16 @@ class Read:
             live.append(op)
         return live
 
+    def first_retry(self) -> int | None:
+        """The time of the read's first retry: its first operation at a code address it
+        already executed (where `last_attempt` first drops an iteration), or None."""
+        seen: set[int] = set()
+        for op in self.ops:
+            if op.pc in seen:
+                return op.t
+            seen.add(op.pc)
+        return None
+
     def vcpu_at(self, t: int) -> int:
         v = self.vcpu
         for op in self.ops:

@@ -95,6 +95,12 @@ class Scenario:
                 f"--writer stores pvti records; host {self.host!r} writes no pvclock page"
             )
 
+    @property
+    def independent_attempts(self) -> bool:
+        """Does each attempt of a reader start afresh from what it loads? Not with
+        `speculative_tsc`: a retry's `rdtsc` may return the TSC of the attempt before."""
+        return not self.speculative_tsc
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["oracles"] = list(self.oracles)

@@ -19,7 +19,7 @@ from typing import ClassVar, NamedTuple
 from emu.engine.choice import Options, RunTask
 from emu.engine.run import Read, Run
 
-#: `quiet_until` of a scheduler that never deviates again.
+#: A point or time no run reaches (`quiet_until` of a scheduler that never deviates again).
 NEVER = 1 << 62
 
 

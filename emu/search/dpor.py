@@ -51,12 +51,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from emu.engine.scheduler import NEVER
 from emu.errors import UsageError
 from emu.search import dpor_checkpoint
 from emu.search.dependence import Event
 from emu.search.dpor_checkpoint import Prefix
 from emu.search.dpor_sched import DporRun, Node, cost
-from emu.search.dpor_spin import NEVER
 from emu.search.dpor_trace import Trace, class_key, initials, races
 from emu.search.strategy import RunOne, Settings, Strategy
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 from emu.engine.choice import Options, RunHost, RunTask, is_agent_point
 from emu.engine.run import Read, Run
-from emu.engine.scheduler import PointInfo, Scheduler
+from emu.engine.scheduler import NEVER, PointInfo, Scheduler
 from emu.search.dependence import HOST, Event, dependent
-from emu.search.dpor_spin import NEVER, first_retry, spinning
+from emu.search.dpor_spin import spinning
 from emu.search.dpor_trace import host_event, read_events
 
 
@@ -205,8 +205,8 @@ class DporRun(Scheduler):
                 self._scanned = True
                 fresh = [*run.reads, *(r for r in reads if r is not None)]
             for r in fresh:
-                at = first_retry(r)
-                if at < self._stuck.get(r.task, NEVER):
+                at = r.first_retry()
+                if at is not None and at < self._stuck.get(r.task, NEVER):
                     self._stuck[r.task] = at
         for ev in run.host[self._host :]:
             if ev.t >= since:

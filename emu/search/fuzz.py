@@ -224,7 +224,7 @@ class Fuzzer:
         scenario."""
         sc = self.scenario
         settings = Settings(
-            seed, database, depth, preemptions, sc.vcpus + 1, checkpoint, not sc.speculative_tsc
+            seed, database, depth, preemptions, sc.vcpus + 1, checkpoint, sc.independent_attempts
         )
         return make_strategy(name, settings)
 
