@@ -204,10 +204,11 @@ class DporRun(Scheduler):
             if not self._scanned:  # tasks that got stuck in the prefix
                 self._scanned = True
                 fresh = [*run.reads, *(r for r in reads if r is not None)]
+            stuck = self._stuck
             for r in fresh:
-                at = r.first_retry()
-                if at is not None and at < self._stuck.get(r.task, NEVER):
-                    self._stuck[r.task] = at
+                # A stuck task stays stuck from its first retry (its reads come in order).
+                if r.task not in stuck and (at := r.first_retry()) is not None:
+                    stuck[r.task] = at
         for ev in run.host[self._host :]:
             if ev.t >= since:
                 got.append((ev.t, host_event(ev.step, pages)))
