@@ -148,3 +148,21 @@ def test_same_seed_same_run(make_executor):
     b = [ex.run(RandomWalk(s)).outcome() for s in range(5)]
     assert a == b
     assert len({repr(x) for x in a}) > 1, "different seeds explore different schedules"
+
+
+@pytest.mark.parametrize(
+    ("host", "openings"),
+    [
+        ("kvm", ["vcpu0.version 0x2 -> 0x3"]),
+        ("kvm-legacy-copy", ["vcpu0.version 0x2 -> 0x4"]),
+        ("xen", ["vcpu0.version 0x2 -> 0x3", "vcpu1.version 0x2 -> 0x3"]),
+    ],
+)
+def test_a_host_event_plans_exactly_where_the_model_read_the_time(host, openings):
+    """Each update plans its record right after its opening store (host_model/base.py);
+    the engine sees that only by the model reading `view.t`, and `dpor` orders TSC reads
+    against exactly these steps and the publications."""
+    params = {"updates": 1} if host == "kvm" else {}
+    ex = Executor(Scenario(image="modern", host=host, host_params=params, reads=1))
+    for run in (ex.run(Default()), ex.run(RandomWalk(3))):
+        assert [e.step.label for e in run.host if e.plans] == openings

@@ -32,9 +32,9 @@ from emu.engine.sites import SiteHandlers
 from emu.engine.snapshot import at_point, resume
 from emu.engine.state import Contexts, Observer, RecordKeys, State, Task
 from emu.engine.stepping import step_until_stop
+from emu.engine.view import TimedView
 from emu.errors import UsageError
 from emu.image.elf import Image
-from host_model.base import HostView
 from host_model.pvti import U64_MAX
 from host_model.registry import make_host
 
@@ -128,7 +128,7 @@ class Executor:
             scheduler,
             clock,
             host,
-            HostView(clock, 0, sc.vcpus),
+            TimedView(clock, 0, sc.vcpus),
             [Task(i, i, sc.reads) for i in range(sc.vcpus)],
             Run([], [], {}, clock, [], 0, 0),
             observer=observer,

@@ -69,12 +69,16 @@ class HostSide:
         t = st.t
         st.t += 1
         self.apply(st, step, t)
-        event = HostEvent(t, step)
+        view = st.view
+        view.t = st.t
+        # The next step is computed now, at the time just after this one: whether that
+        # reads the time is this event's `plans`.
+        view.read_t = False
+        st.host_next = next(st.host_iter, None)
+        event = HostEvent(t, step, view.read_t)
         st.run.host.append(event)
         if st.observer:
             st.observer("host", event)
-        st.view.t = st.t
-        st.host_next = next(st.host_iter, None)
         if st.host_next is None:
             self.decider.refresh(st)
 

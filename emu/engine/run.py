@@ -92,6 +92,9 @@ class HostEvent(NamedTuple):
 
     t: int
     step: HostStep
+    #: The host model read the logical time (`view.t`) right after this step, computing
+    #: its next one: it planned a record from the time (emu/engine/host_side.py).
+    plans: bool = False
 
 
 @dataclass

@@ -14,7 +14,8 @@ from emu.engine.machine import Layout, Machine
 from emu.engine.run import Read, Run
 from emu.engine.scenario import MAX_INSNS
 from emu.engine.scheduler import Scheduler
-from host_model.base import HostModel, HostStep, HostView
+from emu.engine.view import TimedView
+from host_model.base import HostModel, HostStep
 from host_model.clock import Clock
 from host_model.pvti import PVTI_SLOT
 
@@ -60,7 +61,7 @@ class State:
     scheduler: Scheduler
     clock: Clock
     host: HostModel
-    view: HostView
+    view: TimedView
     tasks: list[Task]
     run: Run
     #: Set for stepping mode (traces): every instruction is reported.

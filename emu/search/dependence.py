@@ -13,15 +13,19 @@ same agent are always ordered (program order). Two events of different agents ar
 2. a host control step and any operation of a task on a vCPU it affects: parking or
    resuming that vCPU (which disables or enables the task) or retuning its TSC;
 3. a task's TSC read (`rdtsc`, `rdtscp`) or syscall (the fallback returns the model's true
-   time) and every host step that stores or publishes: the consistent and contract
-   oracles judge a value against the record current at the instant of the TSC read, so
-   its place among publications is observable; and a host plans a new record
-   (tsc_timestamp, system_time) from the time just after its update's opening store, so a
-   TSC read before that store with a tsc_timestamp read after it wraps to a wild delta,
-   which the same loads with the TSC read after the opening do not (tests/test_dpor.py
-   found this against brute force). Parking, resuming or retuning another vCPU changes
-   neither (`rdpid`'s value is the vCPU number, which only rule 2's steps and migrations
-   change);
+   time) and two kinds of host step: one that publishes a record, as the consistent and
+   contract oracles judge a value against the record current at the instant of the TSC
+   read; and one right after which the host model read the logical time to compute its
+   next step (`plans`): a host plans a new record (tsc_timestamp, system_time) from the
+   time just after its update's opening store, so a TSC read before that store with a
+   tsc_timestamp read after it wraps to a wild delta, which the same loads with the TSC
+   read after it do not (tests/test_dpor.py found this against brute force). The engine
+   sees the planning where the model reads `view.t` (emu/engine/view.py), so it needs no
+   knowledge of each model's protocol. Any other store changes neither the current
+   record nor the time a record is planned from (the bytes it writes are rule 1's
+   business): a TSC read between two field stores of one update is equivalent on either
+   side. Parking, resuming or retuning another vCPU changes neither (`rdpid`'s value is
+   the vCPU number, which only rule 2's steps and migrations change);
 4. the last operation of a read and the first operation of a read of another task: the
    monotonic oracle compares two reads exactly when one ended before the other started
    (a read starts at its first visible operation and ends at its last).
@@ -94,6 +98,8 @@ class Event(NamedTuple):
     #: vCPU is disabled, so its race is with the park, not the resume (`dpor_trace.races`).
     parks: frozenset[int] = frozenset()
     resumes: frozenset[int] = frozenset()
+    #: Host step: the host read the logical time right after it (planned a record).
+    plans: bool = False
 
     @property
     def clock(self) -> bool:
@@ -113,11 +119,12 @@ class Event(NamedTuple):
             self.publishes,
             sorted(self.parks),
             sorted(self.resumes),
+            self.plans,
         ]
 
     @classmethod
     def from_json(cls, d: list[object]) -> Event:
-        a, kind, vcpu, lo, hi, first, last, writes, control, pub, parks, resumes = d
+        a, kind, vcpu, lo, hi, first, last, writes, control, pub, parks, resumes, plans = d
         assert isinstance(writes, list) and isinstance(control, list)
         assert isinstance(parks, list) and isinstance(resumes, list)
         return cls(
@@ -133,6 +140,7 @@ class Event(NamedTuple):
             bool(pub),
             frozenset(int(v) for v in parks),
             frozenset(int(v) for v in resumes),
+            bool(plans),
         )
 
 
@@ -142,7 +150,7 @@ def _task_host(task: Event, host: Event) -> bool:
     if task.kind == "load":
         lo, hi = task.lo, task.hi
         return any(s < hi and lo < e for s, e in host.writes)
-    return task.clock and (bool(host.writes) or host.publishes)
+    return task.clock and (host.publishes or host.plans)
 
 
 def dependent(a: Event, b: Event) -> bool:

@@ -32,8 +32,9 @@ from emu.search.dpor_sched import Node, agent_of
 from emu.search.strategy import Result
 
 #: /2: events carry the vCPUs a host step parks and resumes; /3: the state says whether
-#: retries are assumed (retry-assume) and counts the runs with one.
-FORMAT = "vdsofuzz-dpor-checkpoint/3"
+#: retries are assumed (retry-assume) and counts the runs with one; /4: host events say
+#: whether the host planned a record right after them.
+FORMAT = "vdsofuzz-dpor-checkpoint/4"
 #: A prefix: (decision point, agent) pairs; agent -1 is the host.
 Prefix = tuple[tuple[int, int], ...]
 

@@ -211,7 +211,7 @@ class DporRun(Scheduler):
                     stuck[r.task] = at
         for ev in run.host[self._host :]:
             if ev.t >= since:
-                got.append((ev.t, host_event(ev.step, pages)))
+                got.append((ev.t, host_event(ev, pages)))
         self._host = len(run.host)
         if len(got) > 1:
             got.sort(key=_time)

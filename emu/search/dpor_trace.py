@@ -13,9 +13,8 @@ import hashlib
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 
-from emu.engine.run import Op, Read, Run
+from emu.engine.run import HostEvent, Op, Read, Run
 from emu.search.dependence import HOST, Event, dependent
-from host_model.base import HostStep
 
 
 def task_event(
@@ -27,8 +26,9 @@ def task_event(
     return Event(op.task, op.kind, op.vcpu, first=first, last=last)
 
 
-def host_event(step: HostStep, pages: Mapping[str, int]) -> Event:
+def host_event(ev: HostEvent, pages: Mapping[str, int]) -> Event:
     """The event of a host step."""
+    step = ev.step
     writes = tuple(
         (pages[w.page] + w.offset, pages[w.page] + w.offset + len(w.data)) for w in step.writes
     )
@@ -41,6 +41,7 @@ def host_event(step: HostStep, pages: Mapping[str, int]) -> Event:
         publishes=bool(step.publish),
         parks=step.park,
         resumes=step.unpark,
+        plans=ev.plans,
     )
 
 
@@ -68,7 +69,7 @@ def run_events(
         if returned:
             r = Read(r.task, r.index, r.vcpu, ops=r.last_attempt())
         got += read_events(r, True, 0, widths, pages)
-    got += [(ev.t, host_event(ev.step, pages)) for ev in run.host]
+    got += [(ev.t, host_event(ev, pages)) for ev in run.host]
     got.sort(key=lambda p: p[0])
     return [e for _, e in got]
 
