@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from emu.search import catalog
 from emu.search.dependence import HOST, Event, dependent
 from emu.search.dpor import DporStrategy
 from emu.search.dpor_checkpoint import subtrees
+from emu.search.dpor_trace import Trace
 from emu.search.exhaustive import ExhaustiveStrategy
 from emu.search.fuzz import Fuzzer
 from emu.search.strategy import Result, Strategy
@@ -152,6 +154,53 @@ def test_read_boundaries_conflict_across_tasks():
     assert dependent(_load(0, 0, 4, last=True), _load(1, 0, 4, first=True))
     assert dependent(_load(0, 0, 4, first=True), _load(1, 0, 4, last=True))
     assert not dependent(_load(0, 0, 4, first=True), _load(1, 0, 4, first=True))
+
+
+def _random_events(rng: random.Random, n: int) -> list[Event]:
+    fields = [(0, 4), (4, 8), (8, 16), (16, 24), (0, 8)]
+    out = []
+    for _ in range(n):
+        agent = rng.choice([HOST, 0, 1, 2])
+        if agent == HOST:
+            out.append(
+                Event(
+                    HOST,
+                    "host",
+                    writes=tuple(rng.sample(fields, rng.randint(0, 2))),
+                    control=frozenset(rng.sample([0, 1, 2], rng.randint(0, 1))),
+                    publishes=rng.random() < 0.2,
+                    plans=rng.random() < 0.2,
+                )
+            )
+        else:
+            kind = rng.choice(["load", "load", "rdtsc", "syscall", "rdpid"])
+            lo, hi = rng.choice(fields) if kind == "load" else (0, 0)
+            first, last = rng.random() < 0.2, rng.random() < 0.2
+            out.append(Event(agent, kind, rng.randint(0, 2), lo, hi, first, last))
+    return out
+
+
+def test_the_traces_indexes_find_exactly_the_dependent_predecessors():
+    """`Trace` looks up predecessors by index instead of testing every earlier event;
+    it must find exactly the events `dependent` names, after a truncation too."""
+    rng = random.Random(7)
+    for _ in range(200):
+        events = _random_events(rng, 30)
+        tr = Trace()
+        for e in events[:20]:
+            tr.append(e)
+        tr.truncate(rng.randint(0, 20))
+        for e in events[len(tr.events) : 30]:
+            tr.append(e)
+        for j, e in enumerate(tr.events):
+            earlier = tr.events[:j]
+            want = [k for k, d in enumerate(earlier) if d.agent != e.agent and dependent(d, e)]
+            mine = [k for k, d in enumerate(earlier) if d.agent == e.agent]
+            assert tr.direct[j] == want + mine[-1:]
+            reach = 0
+            for k in tr.direct[j]:
+                reach |= tr.hb[k] | (1 << k)
+            assert tr.hb[j] == reach
 
 
 # --- soundness against brute force ----------------------------------------------------------

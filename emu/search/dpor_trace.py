@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
 
 from emu.engine.run import HostEvent, Op, Read, Run
 from emu.search.dependence import HOST, Event, dependent
@@ -79,27 +80,41 @@ class Trace:
     shares the prefix before its first new event, so only the new events are added.
 
     For each event: `hb[k]`, the bitset of events that happen before it, and `direct[k]`,
-    its direct predecessors (program order and dependence, earlier events only).
+    its direct predecessors (program order and dependence, earlier events only). A new
+    event's dependent predecessors are looked up in indexes of the earlier events by what
+    `dependent` compares (bytes, vCPUs, clock reads, publications and plans), not tested
+    one by one against every earlier event (hundreds of them in every run).
     """
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.hb: list[int] = []
         self.direct: list[list[int]] = []
-        #: Positions of host events, and of task events that can depend on another task's
-        #: (the first or last of a read): the only candidates a task event's dependence
-        #: has to be checked against (see `_special`).
-        self._host: list[int] = []
+        #: Positions of task events that can depend on another task's (the first or last
+        #: of a read, `_special`): the only task events another task's can depend on.
         self._special: list[int] = []
         #: Agent -> position of its latest event (program order).
         self._last: dict[int, int] = {}
+        #: Positions of task events by what a host step can depend on: loads by the bytes
+        #: they read, clock reads, and every task event by its vCPU (`_host_preds`).
+        self._loads: dict[tuple[int, int], list[int]] = {}
+        self._clocks: list[int] = []
+        self._vcpus: dict[int, list[int]] = {}
+        #: Positions of host events by what a task event can depend on: the bytes they
+        #: write, whether they publish or plan, the vCPUs they control (`_task_preds`).
+        self._writes: dict[tuple[int, int], list[int]] = {}
+        self._timed: list[int] = []
+        self._controls: dict[int, list[int]] = {}
 
     def truncate(self, n: int) -> None:
         if n >= len(self.events):
             return
         del self.events[n:], self.hb[n:], self.direct[n:]
-        del self._host[bisect_left(self._host, n) :]
-        del self._special[bisect_left(self._special, n) :]
+        lists = (self._special, self._clocks, self._timed)
+        for at in chain(lists, self._loads.values(), self._vcpus.values()):
+            del at[bisect_left(at, n) :]
+        for at in chain(self._writes.values(), self._controls.values()):
+            del at[bisect_left(at, n) :]
         self._last = {}
         for k, e in enumerate(self.events):
             self._last[e.agent] = k
@@ -107,15 +122,7 @@ class Trace:
     def append(self, e: Event) -> None:
         events = self.events
         j = len(events)
-        # Only these candidates can depend on `e`: events of other agents where one is the
-        # host's or, between two tasks, one is `_special`.
-        if e.agent == HOST:
-            preds = [k for k in range(j) if events[k].agent != HOST and dependent(events[k], e)]
-        elif _special(e):
-            cands = sorted(self._host + self._special)
-            preds = [k for k in cands if events[k].agent != e.agent and dependent(events[k], e)]
-        else:
-            preds = [k for k in self._host if dependent(events[k], e)]
+        preds = self._host_preds(e) if e.agent == HOST else self._task_preds(e)
         po = self._last.get(e.agent, -1)
         if po >= 0:
             preds.append(po)
@@ -128,9 +135,50 @@ class Trace:
         self.direct.append(preds)
         self._last[e.agent] = j
         if e.agent == HOST:
-            self._host.append(j)
-        elif _special(e):
+            for w in e.writes:
+                self._writes.setdefault(w, []).append(j)
+            if e.publishes or e.plans:
+                self._timed.append(j)
+            for v in e.control:
+                self._controls.setdefault(v, []).append(j)
+            return
+        if _special(e):
             self._special.append(j)
+        if e.kind == "load":
+            self._loads.setdefault((e.lo, e.hi), []).append(j)
+        elif e.clock:
+            self._clocks.append(j)
+        self._vcpus.setdefault(e.vcpu, []).append(j)
+
+    def _host_preds(self, e: Event) -> list[int]:
+        """The task events host step `e` depends on (`dependent`, by the indexes), in order."""
+        found: set[int] = set()
+        for (lo, hi), at in self._loads.items():
+            if any(s < hi and lo < t for s, t in e.writes):
+                found.update(at)
+        if e.publishes or e.plans:
+            found.update(self._clocks)
+        for v in e.control:
+            found.update(self._vcpus.get(v, ()))
+        return sorted(found)
+
+    def _task_preds(self, e: Event) -> list[int]:
+        """The events task event `e` depends on (`dependent`, by the indexes), in order:
+        host steps, and other tasks' read boundaries when `e` is one (`_special`)."""
+        found = set(self._controls.get(e.vcpu, ()))
+        if e.kind == "load":
+            lo, hi = e.lo, e.hi
+            for (s, t), at in self._writes.items():
+                if s < hi and lo < t:
+                    found.update(at)
+        elif e.clock:
+            found.update(self._timed)
+        if _special(e):
+            events = self.events
+            found.update(
+                k for k in self._special if events[k].agent != e.agent and dependent(events[k], e)
+            )
+        return sorted(found)
 
 
 def _special(e: Event) -> bool:
@@ -161,10 +209,15 @@ def races(
         preds = direct[j]
         aj = events[j].agent
         u, p = _parked(events, preds, j)
+        # No event happens before itself, so i is ordered before j through another direct
+        # predecessor exactly when it happens before any of them.
+        through = 0
+        for k in preds:
+            through |= hb[k]
         for i in preds:
             if events[i].agent == aj or i == u:
                 continue
-            if not (_others(hb, preds, (i,)) >> i) & 1:
+            if not (through >> i) & 1:
                 yield i, j
         if p >= 0:
             stretch = [k for k in preds if p <= k <= u and events[k].agent == HOST]
