@@ -166,3 +166,16 @@ def test_a_host_event_plans_exactly_where_the_model_read_the_time(host, openings
     ex = Executor(Scenario(image="modern", host=host, host_params=params, reads=1))
     for run in (ex.run(Default()), ex.run(RandomWalk(3))):
         assert [e.step.label for e in run.host if e.plans] == openings
+
+
+def test_a_store_of_the_bytes_already_there_is_marked_unchanged():
+    """A compiled writer stores every field, the unchanged ones too; `dpor` takes those
+    stores for what they are to a load, no store at all (the models make none)."""
+    sc = Scenario(image="modern", host="kvm", reads=1, writer="writer-seqlock-x86_64-gcc-O2")
+    run = Executor(sc).run(Default())
+    stores = [e for e in run.host if e.step.writes]
+    assert len(stores) == 7
+    for e in stores:
+        old, new = e.step.label.split()[1], e.step.label.split()[3]
+        assert e.unchanged == (frozenset({0}) if old == new else frozenset()), e.step.label
+    assert any(e.unchanged for e in stores) and not all(e.unchanged for e in stores)

@@ -21,6 +21,7 @@ from host_model.base import HostModel, HostStep
 from host_model.clock import Clock
 from host_model.vdso_data import timekeeping, with_vdso_data
 
+_NONE: frozenset[int] = frozenset()
 #: Boot steps whose page image is kept (hosts whose boot differs per run: bounded).
 _BOOT_IMAGES = 16
 
@@ -68,26 +69,29 @@ class HostSide:
         assert step is not None
         t = st.t
         st.t += 1
-        self.apply(st, step, t)
+        unchanged = self.apply(st, step, t)
         view = st.view
         view.t = st.t
         # The next step is computed now, at the time just after this one: whether that
         # reads the time is this event's `plans`.
         view.read_t = False
         st.host_next = next(st.host_iter, None)
-        event = HostEvent(t, step, view.read_t)
+        event = HostEvent(t, step, view.read_t, unchanged)
         st.run.host.append(event)
         if st.observer:
             st.observer("host", event)
         if st.host_next is None:
             self.decider.refresh(st)
 
-    def apply(self, st: State, step: HostStep, t: int) -> None:
-        """The effects of host `step` taken at logical time `t`."""
+    def apply(self, st: State, step: HostStep, t: int) -> frozenset[int]:
+        """The effects of host `step` taken at logical time `t`; the indices of its
+        writes that stored the bytes already there."""
         m = self.machine
         pages = m.layout.pages
-        for w in step.writes:
-            m.write(pages[w.page] + w.offset, w.data)
+        unchanged = _NONE
+        for k, w in enumerate(step.writes):
+            if not m.write(pages[w.page] + w.offset, w.data):
+                unchanged |= {k}
         for p in step.publish:
             st.run.history.setdefault(p.key, []).append((t, p.snapshot))
         for c in step.tsc:
@@ -104,6 +108,7 @@ class HostSide:
                     st.run.parked.append((st.parked_since.pop(v), t, frozenset({v})))
             st.parked = (st.parked | step.park) - step.unpark
             self.decider.refresh(st)
+        return unchanged
 
     def finish(self, st: State) -> None:
         """Close the intervals of vCPUs still parked when the run ends."""

@@ -312,9 +312,14 @@ class Machine:
         for task, data in enumerate(hot):
             ctypes.memmove(self._hot(task), data, STACK_CLEAR)
 
-    def write(self, addr: int, data: bytes) -> None:
-        """A host store into the clock pages (guest address `addr`)."""
-        ctypes.memmove(self._shared[1] + addr - self._shared_lo, data, len(data))
+    def write(self, addr: int, data: bytes) -> bool:
+        """A host store into the clock pages (guest address `addr`); False when the bytes
+        were there already (the store changed nothing)."""
+        at = self._shared[1] + addr - self._shared_lo
+        if ctypes.string_at(at, len(data)) == data:
+            return False
+        ctypes.memmove(at, data, len(data))
+        return True
 
     def result(self, task: int = 0) -> int:
         """The read's 64-bit result by the image's ABI (rax or edx:eax for project readers,

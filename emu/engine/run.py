@@ -95,6 +95,8 @@ class HostEvent(NamedTuple):
     #: The host model read the logical time (`view.t`) right after this step, computing
     #: its next one: it planned a record from the time (emu/engine/host_side.py).
     plans: bool = False
+    #: Indices into `step.writes` of the stores that wrote the bytes already there.
+    unchanged: frozenset[int] = frozenset()
 
 
 @dataclass

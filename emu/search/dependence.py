@@ -9,7 +9,10 @@ same agent are always ordered (program order). Two events of different agents ar
 
 1. a task's load and a host step that writes at least one of the bytes the load reads
    (guests only load: two loads never conflict, and the host is one agent, so two stores
-   are ordered by program order);
+   are ordered by program order). A store of the bytes already there counts as none
+   (`HostEvent.unchanged`): the load reads the same bytes before and after it. A
+   compiled writer stores every field, the unchanged ones too; the host models make no
+   store at all for a field whose value stays (host_model/writer.py), so the two agree;
 2. a host control step and any operation of a task on a vCPU it affects: parking or
    resuming that vCPU (which disables or enables the task) or retuning its TSC;
 3. a task's TSC read (`rdtsc`, `rdtscp`) or syscall (the fallback returns the model's true

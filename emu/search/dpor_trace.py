@@ -31,7 +31,9 @@ def host_event(ev: HostEvent, pages: Mapping[str, int]) -> Event:
     """The event of a host step."""
     step = ev.step
     writes = tuple(
-        (pages[w.page] + w.offset, pages[w.page] + w.offset + len(w.data)) for w in step.writes
+        (pages[w.page] + w.offset, pages[w.page] + w.offset + len(w.data))
+        for k, w in enumerate(step.writes)
+        if k not in ev.unchanged
     )
     control = step.park | step.unpark | frozenset(c.vcpu for c in step.tsc)
     return Event(
