@@ -38,7 +38,7 @@ the sense of GenMC's await reduction): its operations depend on nothing, the run
 with the others and counts no class, and its races before the retry are reversed, which
 is how the runs where that attempt succeeds are found. The classes are therefore those of
 the returned attempts (emu/search/dependence.py), one run per class without a retry in it;
-the unbounded search is finite, and on `modern` + `kvm` 2 x 1 it needs 342 runs where
+the unbounded search is finite, and on `modern` + `kvm` 2 x 1 it needs 228 runs where
 Mazurkiewicz classes of every attempt needed 4,181. With
 `--speculative-tsc` a retry's TSC can come from the attempt before, attempts are not
 independent, and a task whose last attempt read exactly the stores its previous one read
