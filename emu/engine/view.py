@@ -17,7 +17,7 @@ class TimedView(HostView):
     #: Set when `t` is read; cleared by the host side before it asks for a step.
     read_t = False
 
-    @property  # type: ignore[override]
+    @property
     def t(self) -> int:
         self.read_t = True
         return self._t
