@@ -113,8 +113,8 @@ def classes(out: Path, scenario: int, subtrees: int) -> set[int] | None:
 
 def progress(states: list[Any], bound: int | None) -> str:
     """A scenario's dpor cell from its subtrees' shard states: `3/8 subtrees, 120 exec,
-    40 classes summed` (each subtree's own count: sleep sets do not cross subtrees, so a
-    class can count in several; the report gives the distinct ones, `classes`), then
+    40 classes summed` (each subtree's own count: a class can count in several; the
+    report gives the distinct ones, `classes`), then
     `verified: every interleaving` (or `within bound k`) once every subtree is exhausted
     without a violation, or `violation` when one stopped at one."""
     if not states:

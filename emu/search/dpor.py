@@ -53,7 +53,7 @@ from pathlib import Path
 
 from emu.engine.scheduler import NEVER
 from emu.errors import UsageError
-from emu.search import dpor_checkpoint
+from emu.search import dpor_checkpoint, dpor_siblings
 from emu.search.dependence import Event
 from emu.search.dpor_checkpoint import Prefix
 from emu.search.dpor_sched import DporRun, Node, cost
@@ -104,6 +104,8 @@ class DporStrategy(Strategy):
         self.path: list[Node] = []
         #: The latest run's events and happens-before (the next run shares its prefix).
         self.trace = Trace()
+        #: A subtree's split points -> the events of the options before its own there.
+        self.asleep: dpor_siblings.Asleep = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DporStrategy:
@@ -117,6 +119,8 @@ class DporStrategy(Strategy):
         if self.checkpoint is not None:
             self._resume(self.checkpoint)
         try:
+            if self.prefix and not self.path and not self.complete and not self._probe(run_one):
+                return
             while not self.complete and self.executions < budget:
                 more = self.step(run_one)
                 if self.checkpoint is not None and (not more or self.executions % SAVE_EVERY == 0):
@@ -169,9 +173,19 @@ class DporStrategy(Strategy):
                 self.trace.append(n.event)
         self.notes.append(f"{self.label}: resumed from {path} after {self.executions} executions")
 
+    def _probe(self, run_one: RunOne) -> bool:
+        """Find what the sibling subtrees' options do at the split points (they sleep here
+        from the start: emu/search/dpor_siblings.py); False on a violation."""
+        self.asleep, runs, hit = dpor_siblings.asleep(run_one, self.prefix, self.assume_retries)
+        self.executions += runs
+        self.violated = hit
+        return not hit
+
     def step(self, run_one: RunOne) -> bool:
         """One run from the current path; False when the search is over (done or a hit)."""
-        sched = DporRun(self.path, self.bound, self.vcpus, dict(self.prefix), self.assume_retries)
+        sched = DporRun(
+            self.path, self.bound, self.vcpus, dict(self.prefix), self.assume_retries, self.asleep
+        )
         res = run_one(sched)
         self.executions += 1
         self.vcpus = sched.vcpus or self.vcpus

@@ -13,7 +13,8 @@ prefixes (non-default choices at the first `depth` decision points, every option
 each); `DporStrategy(prefix=p)` explores exactly the executions that start with p, and
 the union over all prefixes covers every class (the split points explore every option,
 which is always a valid source set, so no reversal crosses from one subtree into another).
-Sleep sets do not cross subtrees, so a class may be explored in two of them.
+A subtree starts with the options its earlier siblings take at the split points asleep
+(emu/search/dpor_siblings.py), as one search would; a class may still be explored in two.
 """
 
 from __future__ import annotations

@@ -118,13 +118,16 @@ class DporRun(Scheduler):
         vcpus: int = 0,
         fixed: dict[int, int] | None = None,
         assume_retries: bool = True,
+        asleep: dict[int, dict[int, Event]] | None = None,
     ) -> None:
         self.path = path
         #: Retry-assume (emu/search/dpor_spin.py): a task that retries is stuck; if not,
         #: spin-assume.
         self.assume_retries = assume_retries
-        #: Decision point -> agent: the subtree's prefix, taken when first met.
+        #: Decision point -> agent: the subtree's prefix, taken when first met; and the
+        #: events of the options before it there, explored by sibling subtrees.
         self.fixed = fixed or {}
+        self.asleep = asleep or {}
         self.vcpus = vcpus
         self.bound = bound
         self._by_point = {n.point: n for n in path if n.point >= 0}
@@ -318,12 +321,17 @@ class DporRun(Scheduler):
         return agents
 
     def _fixed(self, node: Node, agents: tuple[int, ...]) -> int:
-        """Take the prefix's choice at `node` (every option there belongs to a sibling)."""
+        """Take the prefix's choice at `node`; every other option there belongs to a
+        sibling subtree, and those before it sleep here as if explored
+        (emu/search/dpor_siblings.py)."""
         a = self.fixed[node.point]
         if a not in agents:
             raise Nondeterminism(f"prefix choice {a} not offered at decision {node.point}")
-        node.chosen, node.fixed, node.sleep = a, True, {}
-        self.sleep = {}
+        node.chosen, node.fixed, node.sleep = a, True, dict(self.sleep)
+        before = agents[: agents.index(a)]
+        mine = self.asleep.get(node.point, {})
+        node.explored = {q: mine[q] for q in before if q in mine and q not in node.spin}
+        self.sleep = {**self.sleep, **node.explored}
         self.path.append(node)
         self._open = node
         self.preempt += cost(node, a, self.vcpus)
