@@ -105,6 +105,22 @@ def cost(node: Node, agent: int, vcpus: int) -> int:
     return 1
 
 
+class Offers:
+    """The agents an options object offers (None: an action point), kept by its identity:
+    the executor offers the same object again while nothing changes who can run."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[Options, tuple[int, ...] | None]] = {}
+
+    def __call__(self, options: Options) -> tuple[int, ...] | None:
+        hit = self._seen.get(id(options))
+        if hit is not None and hit[0] is options:
+            return hit[1]
+        agents = tuple(agent_of(o) for o in options) if is_agent_point(options) else None
+        self._seen[id(options)] = (options, agents)
+        return agents
+
+
 class DporRun(Scheduler):
     """Follows `path` (its last node's `chosen` is the new choice), then explores afresh."""
 
@@ -155,8 +171,7 @@ class DporRun(Scheduler):
         self._host = 0
         self._pages: Mapping[str, int] = {}
         self._widths: Mapping[int, int] = {}
-        #: id(options) -> (options, their agents or None): see `_agents_of`.
-        self._offers: dict[int, tuple[Options, tuple[int, ...] | None]] = {}
+        self._agents_of = Offers()
         #: Task -> when its first retry started (retry-assume): from then on the task is
         #: stuck, its operations are nobody's business and it is not chosen.
         self._stuck: dict[int, int] = {}
@@ -309,16 +324,6 @@ class DporRun(Scheduler):
         if self.bound is None:
             return range(len(agents))
         return sorted(range(len(agents)), key=lambda k: cost(node, agents[k], self.vcpus))
-
-    def _agents_of(self, options: Options) -> tuple[int, ...] | None:
-        """The agents `options` offers (None: an action point); the executor offers the
-        same options object again while nothing changes who can run, so it is kept."""
-        hit = self._offers.get(id(options))
-        if hit is not None and hit[0] is options:
-            return hit[1]
-        agents = tuple(agent_of(o) for o in options) if is_agent_point(options) else None
-        self._offers[id(options)] = (options, agents)
-        return agents
 
     def _fixed(self, node: Node, agents: tuple[int, ...]) -> int:
         """Take the prefix's choice at `node`; every other option there belongs to a
