@@ -119,7 +119,9 @@ class DporStrategy(Strategy):
         if self.checkpoint is not None:
             self._resume(self.checkpoint)
         try:
-            if self.prefix and not self.path and not self.complete and not self._probe(run_one):
+            # Sleep sets are off under a bound: the siblings' events would go unused.
+            fresh = not self.path and not self.complete and self.bound is None
+            if self.prefix and fresh and not self._probe(run_one):
                 return
             while not self.complete and self.executions < budget:
                 more = self.step(run_one)
