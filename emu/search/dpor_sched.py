@@ -361,11 +361,11 @@ class DporRun(Scheduler):
         return agents.index(node.chosen)
 
     def _action(self, point: int, options: Options, info: PointInfo) -> int:
-        """An action point (migration, speculative TSC): every option is explored (within
-        the bound); a non-default action ends the sleep set (it can change any task)."""
+        """An action point (migration, speculative TSC): every option is explored within the
+        bound and before any retry (emu/search/dpor.py says why)."""
         node = Node(info.t, point, tuple(range(len(options))), 0, self.preempt, self.prev, True)
         node.sleep = self.sleep
-        if self.bound is None or self.preempt < self.bound:
+        if (self.bound is None or self.preempt < self.bound) and self.stuck_from > info.t:
             node.backtrack = list(range(1, len(options)))
             if info.snapshot is not None:
                 node.snap = info.snapshot()
