@@ -112,10 +112,9 @@ class Trace:
         if n >= len(self.events):
             return
         del self.events[n:], self.hb[n:], self.direct[n:]
+        by_key = (self._loads, self._vcpus, self._writes, self._controls)
         lists = (self._special, self._clocks, self._timed)
-        for at in chain(lists, self._loads.values(), self._vcpus.values()):
-            del at[bisect_left(at, n) :]
-        for at in chain(self._writes.values(), self._controls.values()):
+        for at in chain(lists, *(d.values() for d in by_key)):
             del at[bisect_left(at, n) :]
         self._last = {}
         for k, e in enumerate(self.events):
