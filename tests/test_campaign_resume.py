@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 SPEC = """strategies = ["random", "pct"]
 chunk = 60
 [[scenario]]
@@ -135,3 +137,48 @@ def test_a_dead_worker_is_requeued(tmp_path):
     for st in _states(out).values():
         for n in range(st["done_below"], st["issued"]):
             assert n in st["done"] or str(n) in st["partial"]
+
+
+DPOR_SPEC = """strategies = ["dpor"]
+dpor_depth = 1
+[[scenario]]
+images = ["modern"]
+hosts = ["kvm"]
+"""
+
+
+@pytest.mark.parametrize("when", ["chunk", "split"])
+def test_a_worker_dead_before_a_submit_is_requeued(tmp_path, monkeypatch, when):
+    """A worker that dies between two collects breaks the pool under the next submit; the
+    chunk and those in flight are re-queued (a dpor split is asked again), not reported as
+    an internal error."""
+    from emu.campaign import driver
+    from emu.campaign.dpor import split
+    from emu.campaign.spec import load
+    from emu.campaign.worker import run_chunk
+
+    target = run_chunk if when == "chunk" else split
+
+    class KillBeforeFirst(driver.Pool):
+        killed = False
+
+        def submit(self, fn, *args):
+            if fn is target and not KillBeforeFirst.killed:
+                KillBeforeFirst.killed = True
+                os.kill(next(iter(self.executor._processes)), signal.SIGKILL)
+                _wait_for(lambda: self.executor._broken)
+            return super().submit(fn, *args)
+
+    monkeypatch.setattr(driver, "Pool", KillBeforeFirst)
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC if when == "chunk" else DPOR_SPEC)
+    camp = driver.Campaign(load(spec), driver.Options(tmp_path / "camp", 3.0, WORKERS))
+    snap = camp.run(lambda s: None)
+    assert KillBeforeFirst.killed and snap.done and snap.schedules > 0
+    assert snap.requeued >= (1 if when == "chunk" else 0)
+    states = _states(tmp_path / "camp").values()
+    if when == "split":  # the subtrees were split after all, and searched to the end
+        assert states and all(st["exhausted"] for st in states)
+    for st in states:
+        for n in range(st["done_below"], st["issued"]):
+            assert n in st["done"] or str(n) in st["partial"] or st["exhausted"]

@@ -108,6 +108,22 @@ class Campaign:
         if "dpor" not in self.spec.strategies:
             return
         (self.opts.out / "dpor").mkdir(exist_ok=True)
+        for attempt in range(3):
+            try:
+                self._ask_split(pool)
+                break
+            except BrokenProcessPool:  # a worker died: ask again of a new pool
+                if attempt == 2:
+                    raise
+                pool.restart()
+        for i in range(len(self.spec.scenarios)):
+            self.prefixes[i] = json.loads(dpor.prefixes_path(self.opts.out, i).read_text())
+            for k in range(len(self.prefixes[i])):
+                s = Shard(i, "dpor", k)
+                self.shards.append(s)
+                self.ckpt.add(s)
+
+    def _ask_split(self, pool: Pool) -> None:
         asked = {}
         for i, sc in enumerate(self.spec.scenarios):
             if not dpor.prefixes_path(self.opts.out, i).exists():
@@ -115,12 +131,6 @@ class Campaign:
                 asked[i] = pool.submit(dpor.split, sc, self.images[sc.image], depth)
         for i, f in asked.items():
             atomic_write(dpor.prefixes_path(self.opts.out, i), json.dumps(f.result()) + "\n")
-        for i in range(len(self.spec.scenarios)):
-            self.prefixes[i] = json.loads(dpor.prefixes_path(self.opts.out, i).read_text())
-            for k in range(len(self.prefixes[i])):
-                s = Shard(i, "dpor", k)
-                self.shards.append(s)
-                self.ckpt.add(s)
 
     def _task(self, c: Chunk, budget: float) -> Task:
         sc = self.spec.scenarios[c.shard.scenario]
@@ -134,7 +144,13 @@ class Campaign:
         return replace(task, prefix=prefix, checkpoint=ckpt, bound=self.spec.preemptions)
 
     def _submit(self, pool: Pool, c: Chunk) -> None:
-        f = pool.submit(run_chunk, self._task(c, self.remaining()))
+        try:
+            f = pool.submit(run_chunk, self._task(c, self.remaining()))
+        except BrokenProcessPool:  # a worker died since the last collect
+            self.requeued += 1
+            self.queue.appendleft(c)
+            self._broken(pool)
+            return
         self.in_flight[f] = c
         self.record.log(
             "chunks.jsonl", {"session": self.record.session, "chunk": c.key, "end": c.end}
@@ -178,18 +194,23 @@ class Campaign:
                 self._apply(f.result())
             except BrokenProcessPool:
                 broken = True
+                self.requeued += 1
                 self.queue.appendleft(c)
             except Exception as e:
                 if type(e).__name__ not in ("KilledWorker", "CancelledError", "CommClosedError"):
                     raise
                 self.requeued += 1  # Dask gave up on a dead worker's task: run it again
                 self.queue.appendleft(c)
-        if broken:  # a local worker died: every chunk in flight is lost with the pool
-            lost = [*self.in_flight.values()]
-            self.requeued += len(lost) + 1
-            self.queue.extendleft(lost)
-            self.in_flight.clear()
-            pool.restart()
+        if broken:
+            self._broken(pool)
+
+    def _broken(self, pool: Pool) -> None:
+        """A local worker died: every chunk in flight is lost with the pool."""
+        lost = [*self.in_flight.values()]
+        self.requeued += len(lost)
+        self.queue.extendleft(lost)
+        self.in_flight.clear()
+        pool.restart()
 
     def run(self, show: Callable[[Snapshot], None]) -> Snapshot:
         """Run until the budget is spent; Ctrl-C leaves a resumable DIR."""
