@@ -144,6 +144,7 @@ dpor_depth = 1
 [[scenario]]
 images = ["modern"]
 hosts = ["kvm"]
+reads = 1
 """
 
 

@@ -29,7 +29,7 @@ from emu.campaign.record import Record
 from emu.campaign.shards import Chunk, Shard, shards
 from emu.campaign.spec import Spec
 from emu.campaign.status import Row, Snapshot, label, residual
-from emu.campaign.store import FindingStore, atomic_write
+from emu.campaign.store import FindingStore
 from emu.campaign.warm import ChunkResult, Task, warm
 from emu.campaign.worker import run_chunk
 from emu.engine.scenario import Scenario
@@ -108,29 +108,14 @@ class Campaign:
         if "dpor" not in self.spec.strategies:
             return
         (self.opts.out / "dpor").mkdir(exist_ok=True)
-        for attempt in range(3):
-            try:
-                self._ask_split(pool)
-                break
-            except BrokenProcessPool:  # a worker died: ask again of a new pool
-                if attempt == 2:
-                    raise
-                pool.restart()
+        sc, depth = self.spec.scenarios, self.spec.dpor_depth
+        dpor.ask_splits(pool, sc, self.images, depth, self.opts.out)
         for i in range(len(self.spec.scenarios)):
             self.prefixes[i] = json.loads(dpor.prefixes_path(self.opts.out, i).read_text())
             for k in range(len(self.prefixes[i])):
                 s = Shard(i, "dpor", k)
                 self.shards.append(s)
                 self.ckpt.add(s)
-
-    def _ask_split(self, pool: Pool) -> None:
-        asked = {}
-        for i, sc in enumerate(self.spec.scenarios):
-            if not dpor.prefixes_path(self.opts.out, i).exists():
-                depth = self.spec.dpor_depth
-                asked[i] = pool.submit(dpor.split, sc, self.images[sc.image], depth)
-        for i, f in asked.items():
-            atomic_write(dpor.prefixes_path(self.opts.out, i), json.dumps(f.result()) + "\n")
 
     def _task(self, c: Chunk, budget: float) -> Task:
         sc = self.spec.scenarios[c.shard.scenario]
@@ -147,9 +132,7 @@ class Campaign:
         try:
             f = pool.submit(run_chunk, self._task(c, self.remaining()))
         except BrokenProcessPool:  # a worker died since the last collect
-            self.requeued += 1
-            self.queue.appendleft(c)
-            self._broken(pool)
+            self._broken(pool, [c])
             return
         self.in_flight[f] = c
         self.record.log(
@@ -187,26 +170,24 @@ class Campaign:
 
     def _collect(self, pool: Pool, timeout: float) -> None:
         done, _ = wait(list(self.in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
-        broken = False
+        dead: list[Chunk] = []
         for f in done:
             c = self.in_flight.pop(f)
             try:
                 self._apply(f.result())
             except BrokenProcessPool:
-                broken = True
-                self.requeued += 1
-                self.queue.appendleft(c)
+                dead.append(c)
             except Exception as e:
                 if type(e).__name__ not in ("KilledWorker", "CancelledError", "CommClosedError"):
                     raise
                 self.requeued += 1  # Dask gave up on a dead worker's task: run it again
                 self.queue.appendleft(c)
-        if broken:
-            self._broken(pool)
+        if dead:
+            self._broken(pool, dead)
 
-    def _broken(self, pool: Pool) -> None:
-        """A local worker died: every chunk in flight is lost with the pool."""
-        lost = [*self.in_flight.values()]
+    def _broken(self, pool: Pool, dead: list[Chunk]) -> None:
+        """A local worker died: `dead` and every chunk in flight are lost with the pool."""
+        lost = [*dead, *self.in_flight.values()]
         self.requeued += len(lost)
         self.queue.extendleft(lost)
         self.in_flight.clear()
