@@ -27,10 +27,17 @@ strategy counts and reports (they are few on the scenarios measured in the READM
 Preemption bound (`--preemptions k`): a run takes no choice that would exceed k
 preemptions (counted as `exhaustive` counts them); a reversal too costly where the race
 is is added instead at every earlier point where the running agent changed and it fits
-(the conservative branches of bounded POR, Coons, Musuvathi, McKinley, OOPSLA 2013), and
-sleep sets are off (with a bound they lose classes whose only members within the bound
-are the ones a sleep set prunes: tests/test_dpor.py found such a class at bound 2). Then
-"verified within bound k".
+(the conservative branches of bounded POR, Coons, Musuvathi, McKinley, OOPSLA 2013). Then
+"verified within bound k". Sleep sets under a bound: an agent a explored at a point sleeps
+in a later sibling b's subtree only if a cost less there than b (a free, b a preemption).
+A run R = p.b.w.e.s of b's subtree that takes a's sleeping event e after w (independent of
+e, none of it a's) has the equivalent R' = p.e.b.w.s in a's subtree, and they differ in
+three switches: R has x->b, w->a, a->s and R' x->a, a->b, w->s (x the agent before the
+point). x->b costs one more than x->a; a->b costs at most one; w->s costs no more than
+w->a (w's last agent is as able to run after either). So R' costs no more than R, fits
+the bound when R does, and a's subtree explores its class. When a cost as much as b, R'
+can cost one more: unconditional sleep sets lost such classes (tests/test_dpor.py has the
+case, at bound 2 on `bug-no-retry`).
 
 Retry loops (emu/search/dpor_spin.py): a retried attempt returns nothing and stores
 nothing, so a task that starts a retry is stuck from there (retry-assume, an `assume` in

@@ -34,8 +34,9 @@ from emu.search.strategy import Result
 
 #: /2: events carry the vCPUs a host step parks and resumes; /3: the state says whether
 #: retries are assumed (retry-assume) and counts the runs with one; /4: host events say
-#: whether the host planned a record right after them.
-FORMAT = "vdsofuzz-dpor-checkpoint/4"
+#: whether the host planned a record right after them; /5: bounded searches keep sleep sets
+#: (a file made without them would resume with other sleep entries).
+FORMAT = "vdsofuzz-dpor-checkpoint/5"
 #: A prefix: (decision point, agent) pairs; agent -1 is the host.
 Prefix = tuple[tuple[int, int], ...]
 

@@ -105,6 +105,21 @@ def cost(node: Node, agent: int, vcpus: int) -> int:
     return 1
 
 
+def sleepers(node: Node, bound: int | None, vcpus: int) -> dict[int, Event]:
+    """The agents explored at `node` before its chosen one that sleep after it. Under a
+    bound only those that cost less there: a run R below the chosen agent b that later
+    takes a sleeping agent a's event then has an equivalent R' with that event first at
+    `node`, and R' costs no more than R (of the three switches that differ, x->b costs
+    one more than x->a, a->b at most one, and w->s no more than w->a: dpor.py). So the
+    class is within the bound in a's subtree, which explores it. With a costly too,
+    R' can cost one more, and the sleep set would prune the class's only members
+    within the bound."""
+    if bound is None:
+        return node.explored
+    mine = cost(node, node.chosen, vcpus)
+    return {q: e for q, e in node.explored.items() if cost(node, q, vcpus) < mine}
+
+
 class Offers:
     """The agents an options object offers (None: an action point), kept by its identity:
     the executor offers the same object again while nothing changes who can run."""
@@ -189,7 +204,7 @@ class DporRun(Scheduler):
             self.sleep = dict(node.sleep) if not node.chosen else {}
             self.prev = node.prev
         else:
-            self.sleep = {**node.sleep, **node.explored}
+            self.sleep = {**node.sleep, **sleepers(node, self.bound, self.vcpus)}
             self.prev = node.chosen
 
     def start_from(self) -> object | None:
@@ -243,10 +258,6 @@ class DporRun(Scheduler):
         if e.agent >= 0 and t >= self._stuck.get(e.agent, NEVER):
             e = Event(e.agent, STUCK)  # depends on nothing: a stuck task's operations
         self.events[t] = e
-        if self.bound is not None:
-            # Sleep sets and a preemption bound together lose classes whose only members
-            # within the bound are the pruned ones; bounded runs do without.
-            self.sleep = {}
         if self.blocked_at is not None:
             return
         node = self._open
@@ -299,9 +310,12 @@ class DporRun(Scheduler):
         node.sleep, node.spin = self.sleep, spin
         if point in self.fixed:
             return self._fixed(node, agents)
+        # Under a bound, from a spin-blocked agent the switch to the fairness rotation's
+        # next agent is free, which the bounded sleep sets' argument does not cover.
+        sleep = self.sleep if self.bound is None or self.prev not in spin else _NOBODY
         for k in self._order(node, agents):
             a = agents[k]
-            if a in self.sleep or a in spin:
+            if a in sleep or a in spin:
                 continue
             c = cost(node, a, self.vcpus)
             if self.bound is not None and self.preempt + c > self.bound:
