@@ -9,8 +9,9 @@ happening before j only through that dependence; emu/search/dependence.py define
 dependence) is reversed: unless some agent that can start v = notdep(i).j at the point
 before i is already in that point's backtrack set, one such agent (an *initial*, j's own
 agent preferred) is added there. The next run re-explores the deepest point with an agent
-left that is not in its sleep set. Sleep sets make every complete (not blocked) run a
-different class; `canonical` form counting confirms it (the "redundant" count).
+left that is not in its sleep set. Without a bound, sleep sets make every complete (not
+blocked) run a different class; `canonical` form counting confirms it (the "redundant"
+count, which under a bound, where fewer agents sleep, can be more than zero).
 
 A task on a parked vCPU is disabled from the park to the resume: its next event races
 with the park (reversed, it runs before the park), not with the resume that enabled it
@@ -130,7 +131,8 @@ class DporStrategy(Strategy):
         if self.checkpoint is not None:
             self._resume(self.checkpoint)
         try:
-            # Sleep sets are off under a bound: the siblings' events would go unused.
+            # Under a bound a subtree starts with no sleep set (sound, only less reduced):
+            # which siblings may sleep depends on their cost at the split point.
             fresh = not self.path and not self.complete and self.bound is None
             if self.prefix and fresh and not self._probe(run_one):
                 return
