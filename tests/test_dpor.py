@@ -40,15 +40,15 @@ from emu.search.fuzz import Fuzzer
 from emu.search.strategy import Result, Strategy
 
 ROOT = Path(__file__).resolve().parent.parent
-_EXECUTORS: dict[tuple[str, int], Executor] = {}
+_EXECUTORS: dict[tuple[str, int, int], Executor] = {}
 
 Outcome = tuple[tuple[str, str, frozenset[str], frozenset[tuple[int, int]]], ...]
 
 
-def campaign(image: str, vcpus: int = 2) -> Fuzzer:
-    key = (image, vcpus)
+def campaign(image: str, vcpus: int = 2, reads: int = 1) -> Fuzzer:
+    key = (image, vcpus, reads)
     if key not in _EXECUTORS:
-        sc = Scenario(image=image, host="kvm", host_params={"updates": 1}, vcpus=vcpus, reads=1)
+        sc = Scenario(image=image, host="kvm", host_params={"updates": 1}, vcpus=vcpus, reads=reads)
         _EXECUTORS[key] = Executor(sc)
     ex = _EXECUTORS[key]
     return Fuzzer(ex.scenario, ex)
@@ -227,6 +227,19 @@ def test_bounded_dpor_sees_what_brute_force_sees(image, vcpus, bound):
     assert verdicts(dpor) == verdicts(brute)
     assert flagged(brute) <= flagged(dpor)
     assert dpor <= brute  # nothing beyond the bound
+
+
+@pytest.mark.parametrize("image", ["bug-no-retry", "modern"])
+def test_bounded_dpor_with_two_reads_per_vcpu_sees_what_brute_force_sees(image):
+    """2 vCPUs x 2 reads at bound 2: one task's second read can run while the other's
+    first is open, and the sleep sets under the bound prune across both."""
+    c = campaign(image, 2, reads=2)
+    brute = outcomes(c, ExhaustiveStrategy(2, reduce=False))
+    dpor = outcomes(c, DporStrategy(2))
+    assert reads_from(dpor) == reads_from(brute)
+    assert verdicts(dpor) == verdicts(brute)
+    assert flagged(brute) <= flagged(dpor)
+    assert dpor <= brute
 
 
 @pytest.mark.parametrize("bound", [1, 2])
