@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,6 @@ from emu.search.dpor_checkpoint import Prefix
 from emu.search.strategy import Result
 
 if TYPE_CHECKING:
-    from emu.campaign.pool import Pool
     from emu.campaign.warm import ChunkResult, Task
 
 
@@ -54,23 +53,20 @@ def split(scenario: Scenario, ref: ImageRef, depth: int) -> list[list[list[int]]
 
 
 def ask_splits(
-    pool: Pool, scenarios: Sequence[Scenario], images: dict[str, ImageRef], depth: int, out: Path
+    submit: Callable[..., Future[Any]],
+    scenarios: Sequence[Scenario],
+    images: dict[str, ImageRef],
+    depth: int,
+    out: Path,
 ) -> None:
-    """Ask workers for the subtree prefixes of every scenario not split yet and save them;
-    a worker that dies meanwhile breaks a local pool: ask again of a new one."""
-    for attempt in range(3):
-        try:
-            asked = {}
-            for i, sc in enumerate(scenarios):
-                if not prefixes_path(out, i).exists():
-                    asked[i] = pool.submit(split, sc, images[sc.image], depth)
-            for i, f in asked.items():
-                atomic_write(prefixes_path(out, i), json.dumps(f.result()) + "\n")
-            return
-        except BrokenProcessPool:
-            if attempt == 2:
-                raise
-            pool.restart()
+    """Ask workers (through `submit`) for the subtree prefixes of every scenario not split
+    yet, and save them."""
+    asked = {}
+    for i, sc in enumerate(scenarios):
+        if not prefixes_path(out, i).exists():
+            asked[i] = submit(split, sc, images[sc.image], depth)
+    for i, f in asked.items():
+        atomic_write(prefixes_path(out, i), json.dumps(f.result()) + "\n")
 
 
 def prefixes_path(out: Path, scenario: int) -> Path:

@@ -108,10 +108,10 @@ class Campaign:
         if "dpor" not in self.spec.strategies:
             return
         (self.opts.out / "dpor").mkdir(exist_ok=True)
-        sc, depth = self.spec.scenarios, self.spec.dpor_depth
-        dpor.ask_splits(pool, sc, self.images, depth, self.opts.out)
-        for i in range(len(self.spec.scenarios)):
-            self.prefixes[i] = json.loads(dpor.prefixes_path(self.opts.out, i).read_text())
+        sc, depth, out = self.spec.scenarios, self.spec.dpor_depth, self.opts.out
+        pool.again_if_broken(lambda: dpor.ask_splits(pool.submit, sc, self.images, depth, out))
+        for i in range(len(sc)):
+            self.prefixes[i] = json.loads(dpor.prefixes_path(out, i).read_text())
             for k in range(len(self.prefixes[i])):
                 s = Shard(i, "dpor", k)
                 self.shards.append(s)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from emu.campaign.worker import init_local
@@ -66,6 +68,17 @@ class Pool:
 
     def submit(self, fn: Any, *args: Any) -> Future[Any]:
         return self.executor.submit(fn, *args)
+
+    def again_if_broken(self, work: Callable[[], None], tries: int = 3) -> None:
+        """Run `work`, which submits here and waits; a local worker that dies meanwhile
+        breaks the pool: make a new one and run `work` again."""
+        for attempt in range(tries):
+            try:
+                return work()
+            except BrokenProcessPool:
+                if attempt == tries - 1:
+                    raise
+                self.restart()
 
     def restart(self) -> None:
         """A new local pool after a worker died (Dask recovers on its own)."""
