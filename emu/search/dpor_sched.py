@@ -271,7 +271,10 @@ class DporRun(Scheduler):
         self._open = None
         node.event = e
         if self.sleep:
-            self.sleep = {q: s for q, s in self.sleep.items() if not dependent(s, e)}
+            # e's agent wakes too: under a bound it may run asleep below a spinning agent.
+            self.sleep = {
+                q: s for q, s in self.sleep.items() if q != e.agent and not dependent(s, e)
+            }
 
     def finish(self, run: Run) -> None:
         """After the run: take its last events."""
