@@ -38,7 +38,9 @@ point). x->b costs one more than x->a; a->b costs at most one; w->s costs no mor
 w->a (w's last agent is as able to run after either). So R' costs no more than R, fits
 the bound when R does, and a's subtree explores its class. When a cost as much as b, R'
 can cost one more: unconditional sleep sets lost such classes (tests/test_dpor.py has the
-case, at bound 2 on `bug-no-retry`).
+case, at bound 2 on `bug-no-retry`). Switching away from a spin-blocked agent is free
+towards the fairness rotation's next agent, which the argument does not cover: below a
+spin-blocked agent a sleeping agent may run.
 
 Retry loops (emu/search/dpor_spin.py): a retried attempt returns nothing and stores
 nothing, so a task that starts a retry is stuck from there (retry-assume, an `assume` in

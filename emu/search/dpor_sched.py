@@ -120,6 +120,12 @@ def sleepers(node: Node, bound: int | None, vcpus: int) -> dict[int, Event]:
     return {q: e for q, e in node.explored.items() if cost(node, q, vcpus) < mine}
 
 
+def _wake(sleep: dict[int, Event], e: Event) -> dict[int, Event]:
+    """The sleep set after `e`: the agents whose events depend on it wake, and so does its
+    own agent (under a bound it may run asleep, below a spin-blocked agent)."""
+    return {q: s for q, s in sleep.items() if q != e.agent and not dependent(s, e)}
+
+
 class Offers:
     """The agents an options object offers (None: an action point), kept by its identity:
     the executor offers the same object again while nothing changes who can run."""
@@ -271,10 +277,7 @@ class DporRun(Scheduler):
         self._open = None
         node.event = e
         if self.sleep:
-            # e's agent wakes too: under a bound it may run asleep below a spinning agent.
-            self.sleep = {
-                q: s for q, s in self.sleep.items() if q != e.agent and not dependent(s, e)
-            }
+            self.sleep = _wake(self.sleep, e)
 
     def finish(self, run: Run) -> None:
         """After the run: take its last events."""
