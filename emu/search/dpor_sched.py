@@ -13,7 +13,7 @@ and its rest is not analysed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from emu.engine.choice import Options, RunHost, RunTask, is_agent_point
@@ -106,18 +106,22 @@ def cost(node: Node, agent: int, vcpus: int) -> int:
 
 
 def sleepers(node: Node, bound: int | None, vcpus: int) -> dict[int, Event]:
-    """The agents explored at `node` before its chosen one that sleep after it. Under a
-    bound only those that cost less there: a run R below the chosen agent b that later
-    takes a sleeping agent a's event then has an equivalent R' with that event first at
-    `node`, and R' costs no more than R (of the three switches that differ, x->b costs
-    one more than x->a, a->b at most one, and w->s no more than w->a: dpor.py). So the
-    class is within the bound in a's subtree, which explores it. With a costly too,
-    R' can cost one more, and the sleep set would prune the class's only members
-    within the bound."""
+    """The agents explored at `node` before its chosen one that sleep after it: under a
+    bound only those that cost less there than the chosen one (emu/search/dpor.py says
+    why that is sound and why all of them would not be)."""
     if bound is None:
         return node.explored
     mine = cost(node, node.chosen, vcpus)
     return {q: e for q, e in node.explored.items() if cost(node, q, vcpus) < mine}
+
+
+def first_retries(reads: Iterable[Read], stuck: dict[int, int]) -> dict[int, int]:
+    """Add to `stuck` (task -> time) the first retry of each task not in it yet: a stuck
+    task stays stuck from there (its reads come in order)."""
+    for r in reads:
+        if r.task not in stuck and (at := r.first_retry()) is not None:
+            stuck[r.task] = at
+    return stuck
 
 
 def _wake(sleep: dict[int, Event], e: Event) -> dict[int, Event]:
@@ -243,11 +247,7 @@ class DporRun(Scheduler):
             if not self._scanned:  # tasks that got stuck in the prefix
                 self._scanned = True
                 fresh = [*run.reads, *(r for r in reads if r is not None)]
-            stuck = self._stuck
-            for r in fresh:
-                # A stuck task stays stuck from its first retry (its reads come in order).
-                if r.task not in stuck and (at := r.first_retry()) is not None:
-                    stuck[r.task] = at
+            first_retries(fresh, self._stuck)
         for ev in run.host[self._host :]:
             if ev.t >= since:
                 got.append((ev.t, host_event(ev, pages)))

@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 from emu.engine.choice import Options, is_agent_point
 from emu.engine.run import Run
-from emu.engine.scheduler import PointInfo, Scheduler
+from emu.engine.scheduler import NEVER, PointInfo, Scheduler
 from emu.search.dependence import HOST, Event
-from emu.search.dpor_sched import STUCK, agent_of
+from emu.search.dpor_sched import STUCK, agent_of, first_retries
 from emu.search.dpor_trace import host_event, read_events
 from emu.search.strategy import Result
 
@@ -68,10 +68,7 @@ def _event_at(info: PointInfo, agent: int, assume_retries: bool) -> Event | None
 
 def _stuck(run: Run, agent: int, t: int, assume_retries: bool) -> bool:
     """Is `agent` stuck at `t` under retry-assume (its first retry started by then)?"""
-    if not assume_retries:
-        return False
-    starts = (r.first_retry() for r in run.reads if r.task == agent)
-    return any(at is not None and at <= t for at in starts)
+    return assume_retries and first_retries(run.reads, {}).get(agent, NEVER) <= t
 
 
 def asleep(
