@@ -1,9 +1,10 @@
-"""`dpor` runs that start from a snapshot (emu/engine/snapshot.py) record exactly the runs
-that re-executing from the start records: every execution's run and verdicts, and the
-search's counts, on scenarios that exercise each part of the restored state (parked vCPUs,
-TSC retunes, a Hyper-V host, three vCPUs, several reads, stack arguments, guest task
-migrations, the guest kernel's timekeeping); and a snapshot resumes to the same run at any
-decision point, even after fairness or task switches changed the saved contexts."""
+"""`dpor` and `exhaustive` runs that start from a snapshot (emu/engine/snapshot.py) record
+exactly the runs that re-executing from the start records: every execution's run and
+verdicts, and the search's counts, on scenarios that exercise each part of the restored
+state (parked vCPUs, TSC retunes, a Hyper-V host, three vCPUs, several reads, stack
+arguments, guest task migrations, the guest kernel's timekeeping); and a snapshot resumes
+to the same run at any decision point, even after fairness or task switches changed the
+saved contexts."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from emu.image.dump import dump_running_vdso
 from emu.oracles import judge
 from emu.search.dpor import DporStrategy
 from emu.search.dpor_sched import DporRun
+from emu.search.exhaustive import ExhaustiveStrategy, Guided
 from emu.search.fuzz import Fuzzer
 from emu.search.strategy import Result
 
@@ -36,12 +38,15 @@ def _record(run: Run, sc: Scenario) -> tuple[Any, ...]:
     return run.outcome(), history, run.clock.segments, run.parked, keys, verdicts
 
 
-def _search(sc: Scenario, bound: int | None, resume: bool, monkeypatch) -> tuple[Any, ...]:
+def _search(
+    sc: Scenario, bound: int | None, resume: bool, monkeypatch, strategy: str = "dpor"
+) -> tuple[Any, ...]:
     """Every execution's record, in order, and the counts; `resume=False`: every run from
     the start (the scheduler offers no snapshot), as before snapshots."""
     with monkeypatch.context() as m:
         if not resume:
             m.setattr(DporRun, "start_from", lambda self: None)
+            m.setattr(Guided, "start_from", lambda self: None)
         restored = []
         real = emu.engine.snapshot.restore
         m.setattr(
@@ -57,13 +62,20 @@ def _search(sc: Scenario, bound: int | None, resume: bool, monkeypatch) -> tuple
             runs.append(_record(run, sc))
             return Result(False, run.points)
 
-        d = DporStrategy(bound)
-        d.explore(run_one, 10**9)
-    assert d.complete
+        if strategy == "exhaustive":
+            e = ExhaustiveStrategy(bound or 1)
+            e.explore(run_one, 10**9)
+            assert e.complete
+            counts: tuple[Any, ...] = (e.interleavings, e.pruned, e.commuted)
+        else:
+            d = DporStrategy(bound)
+            d.explore(run_one, 10**9)
+            assert d.complete
+            counts = (d.executions, len(d.classes), d.blocked, d.redundant)
     assert bool(restored) == resume
     if resume:
-        assert len(restored) >= d.executions // 2, "most runs start from a snapshot"
-    return runs, d.executions, len(d.classes), d.blocked, d.redundant
+        assert len(restored) >= counts[0] // 2, "most runs start from a snapshot"
+    return (runs, *counts)
 
 
 SCENARIOS = [
@@ -84,14 +96,15 @@ SCENARIOS = [
 ]
 
 
+@pytest.mark.parametrize("strategy", ["dpor", "exhaustive"])
 @pytest.mark.parametrize(("image", "host", "params", "vcpus", "reads", "bound", "kw"), SCENARIOS)
 def test_runs_from_snapshots_equal_runs_from_the_start(
-    image, host, params, vcpus, reads, bound, kw, monkeypatch
+    image, host, params, vcpus, reads, bound, kw, strategy, monkeypatch
 ):
     sc = Scenario(image=image, host=host, host_params=params, vcpus=vcpus, reads=reads, **kw)
-    fresh = _search(sc, bound, False, monkeypatch)
+    fresh = _search(sc, bound, False, monkeypatch, strategy)
     # Speculative TSCs: no snapshots (the runs are the same, from the start).
-    resumed = _search(sc, bound, not sc.speculative_tsc, monkeypatch)
+    resumed = _search(sc, bound, not sc.speculative_tsc, monkeypatch, strategy)
     assert resumed[1:] == fresh[1:]
     assert resumed[0] == fresh[0]
 

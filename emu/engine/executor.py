@@ -10,8 +10,8 @@ migration, speculation; the only caller of the scheduler), `HostSide` (host_side
 host model's steps and the parked vCPUs), `LaneBridge` (lane_bridge.py: the native lane's
 grant and settle protocol), `SiteHandlers` (sites.py: what each kind of visible operation
 does), `snapshot.py` (a run that starts from the state an earlier run had at a decision
-point, for schedulers that take snapshots: `dpor`). The executor keeps the loop, the
-switches between tasks and `record_op`.
+point, for schedulers that take snapshots: `dpor`, `exhaustive`). The executor keeps the
+loop, the switches between tasks and `record_op`.
 """
 
 from __future__ import annotations

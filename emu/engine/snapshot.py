@@ -1,6 +1,6 @@
 """A run's state at a decision point, and a new run that starts from it.
 
-A search that explores a tree of runs (`dpor`) runs the same prefix of choices again and
+A search that explores a tree of runs (`dpor`, `exhaustive`) runs the same prefix of choices again and
 again; a run that starts from the state at the decision point where it first differs runs
 only its new part. A scheduler asks for that with `Scheduler.start_from`, giving back a
 `Snapshot` it took earlier through `PointInfo.snapshot` (only schedulers that want a

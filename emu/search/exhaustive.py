@@ -7,7 +7,10 @@ The executor is deterministic, so a run is fixed by the option taken at each dec
 point. The search re-executes the scenario once per interleaving: it follows a recorded
 prefix of choices, takes the default everywhere after it, and records the options offered
 at every decision point it passes; then it backtracks to the deepest decision point with an
-alternative left and runs again. Nothing but the choice list is stored.
+alternative left and runs again. Where alternatives are left, it also keeps the executor's
+snapshot of the run (emu/engine/snapshot.py), so the next run starts at the decision it
+changes instead of re-running the prefix (as `dpor` does); the runs are the same
+(tests/test_dpor_speed.py).
 
 Preemption bound. A non-default choice is a preemption when the agent chosen at the
 previous decision point is still among the options (it could have gone on running);
@@ -38,12 +41,15 @@ after the load at the same preemption cost; so the host alternative is skipped t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from emu.engine.choice import Choice, Options, RunHost, RunTask, is_agent_point
 from emu.engine.scheduler import PointInfo, Scheduler
 from emu.errors import UsageError
 from emu.search.strategy import RunOne, Settings, Strategy
+
+NO_INFO = PointInfo()
 
 
 class Nondeterminism(RuntimeError):
@@ -97,39 +103,58 @@ class Walk:
         return Walk(choice, self.preemptions + cost, ran, options)
 
 
+#: The alternatives a decision point leaves to explore, from its options, the walk before
+#: it and what the executor says there.
+Todo = Callable[[Options, Walk, PointInfo], list[int]]
+
+
 @dataclass
 class Frame:
     options: Options
     before: Walk
     chosen: int = 0
     todo: list[int] = field(default_factory=list)
-    info: PointInfo = field(default_factory=PointInfo)
-
-
-NO_INFO = PointInfo()
+    #: The run's state just before this decision, taken when alternatives are left here:
+    #: the runs that take them start from it (None: none could be taken here).
+    snap: object | None = None
 
 
 class Guided(Scheduler):
-    """One run's scheduler: follow `frames`' choices, then the default; record the options."""
+    """One run's scheduler: follow `frames`' choices, then the default, adding a frame for
+    every decision point past them (with the alternatives `todo` gives)."""
 
     wants_info = True
+    takes_snapshots = True
 
-    def __init__(self, frames: list[Frame]) -> None:
+    def __init__(self, frames: list[Frame], todo: Todo) -> None:
         self.frames = frames
-        self.seen: list[Options] = []
-        self.infos: list[PointInfo] = []
+        self.todo = todo
+        #: Frames the run follows; past them it adds its own.
+        self.known = len(frames)
+
+    def start_from(self) -> object | None:
+        """The deepest followed frame's snapshot: only its choice differs from the run
+        that took it (the search changes the deepest frame, and drops those below)."""
+        for f in reversed(self.frames[: self.known]):
+            if f.snap is not None:
+                return f.snap
+        return None
 
     def choose(self, index: int, options: Options, info: PointInfo | None) -> int:
-        self.seen.append(options)
-        self.infos.append(info or NO_INFO)
-        if index < len(self.frames):
-            f = self.frames[index]
+        frames = self.frames
+        if index < self.known:
+            f = frames[index]
             if f.options != options:
                 raise Nondeterminism(
                     f"decision {index} offered {_labels(options)}, but an earlier run with the "
                     f"same choices offered {_labels(f.options)}: the executor is not deterministic"
                 )
             return f.chosen
+        info = info or NO_INFO
+        walk = frames[-1].before.after(frames[-1].options, frames[-1].chosen) if frames else Walk()
+        todo = self.todo(options, walk, info)
+        snap = info.snapshot() if todo and info.snapshot is not None else None
+        frames.append(Frame(options, walk, 0, todo, snap))
         return 0
 
 
@@ -195,22 +220,11 @@ class ExhaustiveStrategy(Strategy):
         frames = self.frames
         try:
             while self.interleavings < budget:
-                sched = Guided(frames)
-                res = run_one(sched)
+                res = run_one(Guided(frames, self._alternatives))
                 self.interleavings += 1
                 if res.hit:
                     self.violated = True
                     return
-                walk = (
-                    frames[-1].before.after(frames[-1].options, frames[-1].chosen)
-                    if frames
-                    else Walk()
-                )
-                fresh = zip(sched.seen[len(frames) :], sched.infos[len(frames) :], strict=True)
-                for options, info in fresh:
-                    todo = self._alternatives(options, walk, info)
-                    frames.append(Frame(options, walk, 0, todo, info))
-                    walk = walk.after(options, 0)
                 while frames and not frames[-1].todo:
                     frames.pop()
                 if not frames:
