@@ -450,31 +450,38 @@ def test_checkpoint_with_another_strategy_is_bad_input(tmp_path, capsys):
     assert "--checkpoint" in capsys.readouterr().err
 
 
-def test_exhaustive_resumed_in_slices_makes_the_same_runs():
-    """The portfolio resumes one bounded search across explore calls: run in slices of
-    3, it makes the same runs, in the same order, as in one call, and then completes."""
-    from emu.search.exhaustive import ExhaustiveStrategy
+def test_exhaustive_resumed_in_slices_makes_the_same_runs(monkeypatch):
+    """The portfolio resumes one bounded search across explore calls, with random walks
+    on the same executor in between: run in slices of 3, it makes the same runs, in the
+    same order, as in one call with every run from the start (its snapshots survive the
+    walks), and then completes."""
+    from emu.search.exhaustive import ExhaustiveStrategy, Guided
+    from emu.search.random import RandomWalk
     from emu.search.strategy import Result
 
-    c = Fuzzer(Scenario(image="modern", host="kvm", host_params={"updates": 1}, reads=1))
+    # i386: the reader takes its arguments on the stack, which a resumed run restores.
+    c = Fuzzer(Scenario(image="modern-i386", host="kvm", host_params={"updates": 1}, reads=2))
 
     def search(slice_: int) -> list[tuple]:
         made: list[tuple] = []
 
         def run_one(sched):
             run, _ = c.run(sched)
-            made.append(tuple(run.choices))
+            made.append((tuple(run.choices), run.outcome()))
             return Result(False, run.points)
 
         s = ExhaustiveStrategy(1)
-        for _ in range(100):  # a search that restarted on each call would never end
+        for i in range(100):  # a search that restarted on each call would never end
             if s.complete:
                 break
             s.explore(run_one, s.interleavings + slice_)
+            c.run(RandomWalk(i, preempt=0.5))
         assert s.complete and s.interleavings == len(made)
         return made
 
-    whole = search(10**6)
+    with monkeypatch.context() as m:
+        m.setattr(Guided, "start_from", lambda self: None)
+        whole = search(10**6)
     assert len(whole) > 6 and len(set(whole)) == len(whole)
     assert search(3) == whole
 

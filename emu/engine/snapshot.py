@@ -1,12 +1,13 @@
 """A run's state at a decision point, and a new run that starts from it.
 
-A search that explores a tree of runs (`dpor`, `exhaustive`) runs the same prefix of choices again and
-again; a run that starts from the state at the decision point where it first differs runs
-only its new part. A scheduler asks for that with `Scheduler.start_from`, giving back a
-`Snapshot` it took earlier through `PointInfo.snapshot` (only schedulers that want a
-`PointInfo`, and not with speculative TSCs or an observer: a speculation point decides in
-the middle of a site's handler, where no run can resume; with migrations, only at
-migration points, which open the choice of the next agent).
+A search that explores a tree of runs (`dpor`, `exhaustive`) runs the same prefix of
+choices again and again; a run that starts from the state at the decision point where it
+first differs runs only its new part. A scheduler asks for that with
+`Scheduler.start_from`, giving back a `Snapshot` it took earlier through
+`PointInfo.snapshot` (only schedulers that want a `PointInfo`, and not with speculative
+TSCs or an observer: a speculation point decides in the middle of a site's handler, where
+no run can resume; with migrations, only at migration points, which open the choice of
+the next agent).
 
 What is saved and how it comes back:
 - the guest side is saved: each task's CPU registers (Unicorn contexts only: the clock

@@ -149,11 +149,16 @@ class Guided(Scheduler):
                     f"decision {index} offered {_labels(options)}, but an earlier run with the "
                     f"same choices offered {_labels(f.options)}: the executor is not deterministic"
                 )
+            if index == self.known - 1 and f.todo and f.snap is None and info is not None:
+                f.snap = info.snapshot() if info.snapshot is not None else None
             return f.chosen
         info = info or NO_INFO
         walk = frames[-1].before.after(frames[-1].options, frames[-1].chosen) if frames else Walk()
         todo = self.todo(options, walk, info)
-        snap = info.snapshot() if todo and info.snapshot is not None else None
+        # Not in the search's first run: the search comes back to most of its decision
+        # points only much later (or never, when it stops at a violation), so each is
+        # taken when the search first changes its decision (just above).
+        snap = info.snapshot() if todo and self.known and info.snapshot is not None else None
         frames.append(Frame(options, walk, 0, todo, snap))
         return 0
 
