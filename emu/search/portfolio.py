@@ -11,13 +11,15 @@ Phases, each stopping at the first violation:
    `random` makes with the same seed, continued): one walk in each of the first `EARLY`
    rounds (a bounded search finds most of what it finds in its first few runs), two
    after; and from round `PCT_FROM` on, one PCT run (depth 3) every `PCT_EVERY` rounds.
-   A systematic run asks the scheduler at every visible operation (in Python); a walk
-   runs natively between its preemptions (not with task migration, speculation or a
-   compiled writer), but a systematic run still costs only 0.8-1.7 walks (median 1.3 over
-   the catalog's bug scenarios), so the walks get a little more than half the time: the
-   portfolio reaches a bug in about twice the time of the faster of the two, less where
-   the two are fast on different seeds. When the bounded search has covered its bound,
-   its share goes to the walks.
+   A systematic run starts from a snapshot at the decision it changes, a walk runs
+   natively between its preemptions (not with task migration, speculation or a compiled
+   writer): a systematic run costs 0.3-1.7 walks (median 0.8 over the catalog's bug
+   scenarios, in a portfolio's first 80 runs), so the walks get a little more than half
+   the time in the first rounds (where the bounded search finds its bugs) and about two
+   thirds after, and the portfolio reaches a bug in about twice the time of the faster
+   of the two, less the first run (the engine's warm-up, which any strategy pays), less
+   again where the two are fast on different seeds. When the bounded search has covered
+   its bound, its share goes to the walks.
 
 `exhaustive` rather than `dpor` at bound 2: `exhaustive` finds most catalog bugs in
 fewer runs than `dpor` (most of whose runs end with a task stuck at a retry), and each run
@@ -45,7 +47,7 @@ BOUND = 2
 WALKS_PER_RUN = 2
 #: Rounds with one walk (not WALKS_PER_RUN): the bounded search's first runs find most
 #: of the bugs it finds at all.
-EARLY = 2
+EARLY = 4
 #: One PCT run every PCT_EVERY rounds from round PCT_FROM on.
 PCT_FROM = 32
 PCT_EVERY = 4
