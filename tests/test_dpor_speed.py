@@ -68,7 +68,7 @@ def _search(
             assert e.complete
             counts: tuple[Any, ...] = (e.interleavings, e.pruned, e.commuted)
         else:
-            d = DporStrategy(bound)
+            d = DporStrategy(bound, assume_retries=sc.independent_attempts)
             d.explore(run_one, 10**9)
             assert d.complete
             counts = (d.executions, len(d.classes), d.blocked, d.redundant)
