@@ -140,9 +140,7 @@ class DporStrategy(Strategy):
         if self.checkpoint is not None:
             self._resume(self.checkpoint)
         try:
-            # Under a bound a subtree starts with no sleep set (sound, only less reduced):
-            # which siblings may sleep depends on their cost at the split point.
-            fresh = not self.path and not self.complete and self.bound is None
+            fresh = not self.path and not self.complete
             if self.prefix and fresh and not self._probe(run_one):
                 return
             while not self.complete and self.executions < budget:

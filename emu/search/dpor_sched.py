@@ -353,14 +353,14 @@ class DporRun(Scheduler):
         if a not in agents:
             raise Nondeterminism(f"prefix choice {a} not offered at decision {node.point}")
         node.chosen, node.fixed, node.sleep = a, True, dict(self.sleep)
-        if a in self.sleep:
+        if a in self.sleep and (self.bound is None or self.prev not in node.spin):
             # Asleep since an earlier split point: every run here has an equivalent in
             # the sibling subtree that took it there, so this whole subtree is redundant.
             self.blocked_at = node.t
         before = agents[: agents.index(a)]
         mine = self.asleep.get(node.point, {})
         node.explored = {q: mine[q] for q in before if q in mine and q not in node.spin}
-        self.sleep = {**self.sleep, **node.explored}
+        self.sleep = {**self.sleep, **sleepers(node, self.bound, self.vcpus)}
         self.path.append(node)
         self._open = node
         self.preempt += cost(node, a, self.vcpus)

@@ -9,7 +9,9 @@ split point is explored by a sibling subtree, which covers every class that star
 it. The subtree needs those options' events there, which it never runs; probes find them:
 a run that follows the prefix up to the split point, takes the sibling's option there and
 the default after. The event is recorded as the search would record it (`STUCK` when it
-starts a retry, under retry-assume).
+starts a retry, under retry-assume). Under a preemption bound the subtree puts to sleep
+only the siblings that cost less there than its own choice, as one bounded search would
+(`dpor_sched.sleepers`).
 """
 
 from __future__ import annotations
