@@ -77,7 +77,7 @@ def build(image: str, cc: str = "gcc") -> Path:
         raise NativeError(f"no C compiler {cc!r} on PATH")
     src, flags = source_and_flags(image)
     h = hashlib.sha256()
-    for p in (src, src.parent / "common.h", HARNESS):
+    for p in (src, src.parent / "common.h", src.parent / "pvti.h", HARNESS):
         h.update(p.read_bytes() if p.exists() else b"")
     h.update(" ".join(flags).encode())
     out = BUILD / f"{image}-{h.hexdigest()[:12]}"

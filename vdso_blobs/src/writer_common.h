@@ -16,24 +16,7 @@
 #ifndef VDSOFUZZ_WRITER_H
 #define VDSOFUZZ_WRITER_H
 
-typedef unsigned char u8;
-typedef signed char s8;
-typedef unsigned int u32;
-typedef unsigned long long u64;
-
-struct pvti {
-	u32 version;		/* @0  */
-	u32 pad0;		/* @4  */
-	u64 tsc_timestamp;	/* @8  */
-	u64 system_time;	/* @16 */
-	u32 tsc_to_system_mul;	/* @24 */
-	s8 tsc_shift;		/* @28 */
-	u8 flags;		/* @29 */
-	u8 pad[2];		/* @30 */
-};
-
-_Static_assert(sizeof(struct pvti) == 32, "sizeof(struct pvti)");
-_Static_assert(__builtin_offsetof(struct pvti, tsc_to_system_mul) == 24, "mul @24");
+#include "pvti.h"
 
 #define WRITER_ENTRY __attribute__((visibility("default")))
 
