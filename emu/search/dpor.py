@@ -65,7 +65,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emu.engine.choice import SpeculativeTsc
 from emu.engine.scheduler import NEVER
 from emu.errors import UsageError
 from emu.search import dpor_checkpoint, dpor_siblings
@@ -79,12 +78,6 @@ from emu.search.strategy import RunOne, Settings, Strategy
 SAVE_EVERY = 64
 #: Stand-in event for an explored option of an action point (it has no event of its own).
 _ACTION = Event(-2, "action")
-#: Retry-assume with speculative TSCs (the strategy built by hand, not from `Settings`).
-SPECULATION_NEEDS_SPIN = (
-    "dpor: retry-assume loses classes with speculative TSCs (a retry's rdtsc can return "
-    "the TSC of the attempt before): build the strategy with "
-    "assume_retries=scenario.independent_attempts, as Fuzzer does"
-)
 
 
 class DporStrategy(Strategy):
@@ -218,8 +211,6 @@ class DporStrategy(Strategy):
             self.classes.add(0)
             self.complete = True
             return False
-        if self.assume_retries and any(isinstance(c, SpeculativeTsc) for _, c in sched.run.choices):
-            raise UsageError(SPECULATION_NEEDS_SPIN)
         sched.finish(sched.run)
         self.analyse(sched)
         if not self.advance():

@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from emu.engine.choice import Options, RunHost, RunTask, is_agent_point
+from emu.engine.choice import Options, RunHost, RunTask, SpeculativeTsc, is_agent_point
 from emu.engine.run import Read, Run
 from emu.engine.scheduler import NEVER, PointInfo, Scheduler
+from emu.errors import UsageError
 from emu.search.dependence import HOST, Event, dependent
 from emu.search.dpor_spin import spinning
 from emu.search.dpor_trace import host_event, read_events
@@ -383,6 +384,11 @@ class DporRun(Scheduler):
     def _action(self, point: int, options: Options, info: PointInfo) -> int:
         """An action point (migration, speculative TSC): every option is explored within the
         bound and before any retry (emu/search/dpor.py says why)."""
+        if self.assume_retries and isinstance(options[0], SpeculativeTsc):
+            raise UsageError(
+                "dpor: retry-assume loses classes with speculative TSCs (a retry's rdtsc can "
+                "return an older TSC): assume_retries=scenario.independent_attempts"
+            )
         node = Node(info.t, point, tuple(range(len(options))), 0, self.preempt, self.prev, True)
         node.sleep = self.sleep
         if (self.bound is None or self.preempt < self.bound) and self.stuck_from > info.t:
