@@ -15,10 +15,13 @@ from emu.engine.scenario import Scenario
 from emu.engine.scheduler import Default, PointInfo, Scheduler
 from emu.errors import ScheduleError
 from emu.image.dump import dump_running_vdso
+from emu.oracles import judge
+from emu.search.exhaustive import ExhaustiveStrategy
 from emu.search.hypothesis import Plan
 from emu.search.pct import PctRun
 from emu.search.random import RandomWalk
 from emu.search.replay import Replay
+from emu.search.strategy import Result
 
 IMAGES = [
     "modern",
@@ -96,6 +99,45 @@ def test_hosts_that_park_retune_and_tear_give_the_same_runs(host, params):
         a = native.run(RandomWalk(seed, preempt=0.25))
         b = python.run(RandomWalk(seed, preempt=0.25))
         assert a.outcome() == b.outcome(), f"{host} seed {seed}"
+
+
+@pytest.mark.parametrize(
+    ("image", "host", "params", "vcpus", "reads", "bound"),
+    [
+        ("modern", "kvm", {"updates": 1}, 2, 1, 2),
+        ("bug-no-retry", "kvm", {"updates": 1, "park": 0}, 2, 1, 2),
+        ("modern", "kvm-migration", {}, 2, 1, 2),
+        ("hyperv", "hyperv", {"updates": 1}, 2, 1, 2),
+        ("modern", "kvm", {"updates": 1}, 3, 1, 1),
+        ("modern-i386", "kvm", {"updates": 1}, 2, 2, 1),
+    ],
+)
+def test_exhaustive_makes_the_same_search_with_the_lane(image, host, params, vcpus, reads, bound):
+    """The bounded search wants a `PointInfo` at every point it may branch at, and lets the
+    lane run the rest (its followed prefix, everything past its last preemption): every
+    run, verdict and count is the Python path's, and most operations stay off Python."""
+    sc = Scenario(image=image, host=host, host_params=params, vcpus=vcpus, reads=reads)
+
+    def search(ex: Executor) -> tuple[list[object], tuple[int, ...], int]:
+        runs: list[object] = []
+        ops = 0
+
+        def run_one(s: Scheduler) -> Result:
+            nonlocal ops
+            run = ex.run(s)
+            runs.append((run.outcome(), [(v.oracle, v.reads) for v in judge(run, sc)]))
+            ops += sum(len(r.ops) for r in run.reads)
+            return Result(False, run.points)
+
+        e = ExhaustiveStrategy(bound)
+        e.explore(run_one, 10**9)
+        assert e.complete
+        return runs, (e.interleavings, e.pruned, e.commuted), ops
+
+    native, python = Executor(sc), Executor(sc, native=False)
+    a, b = search(native), search(python)
+    assert a[:2] == b[:2]
+    assert native.dispatches < a[2] / 3
 
 
 @needs_samples

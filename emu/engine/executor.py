@@ -136,7 +136,8 @@ class Executor:
             migrate=sc.task_migration,
             speculative=sc.speculative_tsc,
             lane_on=self.lane is not None
-            and not (observer or wants_info or sc.task_migration or sc.speculative_tsc),
+            and not (observer or sc.task_migration or sc.speculative_tsc)
+            and (not wants_info or scheduler.quiet_with_info),
             # A speculation point decides inside a site's handler, after its decision: no
             # run could resume there.
             snapshots=wants_info

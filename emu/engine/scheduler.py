@@ -71,6 +71,10 @@ class Scheduler:
     #: Does it take snapshots (`PointInfo.snapshot`) and start runs from them
     #: (`start_from`)? Only then does the executor offer them.
     takes_snapshots: ClassVar[bool] = False
+    #: With `wants_info`: may the executor still run the points `quiet_until` passes in
+    #: its native lane (no `choose` there, so no `PointInfo` either)? Read once per run,
+    #: so a scheduler may set it for its run. Without `wants_info`, it always may.
+    quiet_with_info: bool = False
 
     def choose(self, point: int, options: Options, info: PointInfo | None) -> int:
         """The chosen option's position in `options` at decision point `point`."""

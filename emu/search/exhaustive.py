@@ -10,7 +10,10 @@ at every decision point it passes; then it backtracks to the deepest decision po
 alternative left and runs again. Where alternatives are left, it also keeps the executor's
 snapshot of the run (emu/engine/snapshot.py), so the next run starts at the decision it
 changes instead of re-running the prefix (as `dpor` does); the runs are the same
-(tests/test_dpor_speed.py).
+(tests/test_dpor_speed.py). Where it cannot branch (the prefix it follows, and every point
+past its last preemption within the bound) the executor's native lane runs the points
+without asking it; the search is the same as with every point in Python
+(tests/test_lane.py).
 
 Preemption bound. A non-default choice is a preemption when the agent chosen at the
 previous decision point is still among the options (it could have gone on running);
@@ -45,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from emu.engine.choice import Choice, Options, RunHost, RunTask, is_agent_point
-from emu.engine.scheduler import PointInfo, Scheduler
+from emu.engine.scheduler import NEVER, PointInfo, Scheduler
 from emu.errors import UsageError
 from emu.search.strategy import RunOne, Settings, Strategy
 
@@ -121,16 +124,68 @@ class Frame:
 
 class Guided(Scheduler):
     """One run's scheduler: follow `frames`' choices, then the default, adding a frame for
-    every decision point past them (with the alternatives `todo` gives)."""
+    every decision point past them (with the alternatives `todo` gives).
+
+    It wants a `PointInfo` only where the search may branch: the executor's native lane
+    runs the rest (`quiet_until`), the followed frames that keep the default and, once
+    the run has spent its preemptions, every point that offers the agent that ran last.
+    """
 
     wants_info = True
     takes_snapshots = True
 
-    def __init__(self, frames: list[Frame], todo: Todo) -> None:
+    def __init__(self, frames: list[Frame], todo: Todo, bound: int | None = None) -> None:
         self.frames = frames
         self.todo = todo
         #: Frames the run follows; past them it adds its own.
         self.known = len(frames)
+        #: The preemption bound: past it, a point whose options hold the agent that ran
+        #: last leaves nothing to explore (None: not told, never quiet past the frames).
+        self.bound = bound
+        #: The options `quiet_until` was last told (what the points it passed offered).
+        self.told: Options = ()
+        # The search's first run follows nothing and spends no preemption: never quiet.
+        self.quiet_with_info = self.known > 0
+
+    def quiet_until(self, point: int, options: Options) -> int:
+        """Quiet along the followed frames that keep the default (up to the one the run
+        changes, which takes its snapshot there), and past them once the run has spent
+        its preemptions: no point it passes then has an alternative within the bound."""
+        self._fill(point)
+        self.told = options
+        frames = self.frames
+        if point < self.known:
+            i = point
+            while i < self.known - 1 and not frames[i].chosen and frames[i].options == options:
+                i += 1
+            return i
+        last = frames[-1] if frames else None
+        if self.bound is None or last is None:
+            return point
+        before = last.before
+        if before.preemptions + before.cost(last.options, last.chosen) < self.bound:
+            return point  # any alternative here is within the bound
+        walk = self._walk()
+        for w in (walk, walk.after(options, 0)):
+            left = self.bound - w.preemptions
+            if any(w.cost(options, k) <= left for k in range(1, len(options))):
+                return point  # a free switch (the agent that ran last is not offered)
+        return NEVER
+
+    def _walk(self) -> Walk:
+        """What the search knows before the next point past the frames."""
+        f = self.frames[-1] if self.frames else None
+        return f.before.after(f.options, f.chosen) if f is not None else Walk()
+
+    def _fill(self, point: int) -> None:
+        """Frames for the points the executor passed without asking (all kept the
+        default, and offered the options `quiet_until` was told)."""
+        frames = self.frames
+        if len(frames) < point:
+            # They leave nothing to explore, so only the walk after the last one matters,
+            # and the default at the same options leaves the walk as it was after the first.
+            walk = self._walk()
+            frames.extend(Frame(self.told, walk) for _ in range(point - len(frames)))
 
     def start_from(self) -> object | None:
         """The deepest followed frame's snapshot: only its choice differs from the run
@@ -152,8 +207,9 @@ class Guided(Scheduler):
             if index == self.known - 1 and f.todo and f.snap is None and info is not None:
                 f.snap = info.snapshot() if info.snapshot is not None else None
             return f.chosen
+        self._fill(index)
         info = info or NO_INFO
-        walk = frames[-1].before.after(frames[-1].options, frames[-1].chosen) if frames else Walk()
+        walk = self._walk()
         todo = self.todo(options, walk, info)
         # Not in the search's first run: the search comes back to most of its decision
         # points only much later (or never, when it stops at a violation), so each is
@@ -225,7 +281,7 @@ class ExhaustiveStrategy(Strategy):
         frames = self.frames
         try:
             while self.interleavings < budget:
-                res = run_one(Guided(frames, self._alternatives))
+                res = run_one(Guided(frames, self._alternatives, self.bound))
                 self.interleavings += 1
                 if res.hit:
                     self.violated = True
