@@ -29,7 +29,8 @@ from emu.engine.choice import Options, is_agent_point
 from emu.engine.scheduler import PointInfo, Scheduler
 from emu.errors import UsageError
 from emu.search.dependence import Event
-from emu.search.dpor_sched import Node, agent_of
+from emu.search.dpor_sched import Node
+from emu.search.dpor_trace import agent_of
 from emu.search.strategy import Result
 
 #: /2: events carry the vCPUs a host step parks and resumes; /3: the state says whether

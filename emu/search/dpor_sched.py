@@ -16,13 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from emu.engine.choice import Options, RunHost, RunTask, SpeculativeTsc, is_agent_point
+from emu.engine.choice import Options, SpeculativeTsc
 from emu.engine.run import Read, Run
 from emu.engine.scheduler import NEVER, PointInfo, Scheduler
 from emu.errors import UsageError
 from emu.search.dependence import HOST, Event, dependent
 from emu.search.dpor_spin import spinning
-from emu.search.dpor_trace import host_event, read_events
+from emu.search.dpor_trace import Offers, host_event, read_events
 
 
 class Nondeterminism(RuntimeError):
@@ -83,13 +83,6 @@ def _open_to(node: Node, chosen: int) -> bool:
     return any(a != chosen and a not in node.sleep and a not in node.spin for a in node.options)
 
 
-def agent_of(choice: object) -> int:
-    if isinstance(choice, RunTask):
-        return choice.task
-    assert isinstance(choice, RunHost)
-    return HOST
-
-
 def cost(node: Node, agent: int, vcpus: int) -> int:
     """Preemptions that choosing `agent` at `node` adds (as `exhaustive` counts them: a
     non-default choice while the previous agent could go on; switching away from a
@@ -131,20 +124,18 @@ def _wake(sleep: dict[int, Event], e: Event) -> dict[int, Event]:
     return {q: s for q, s in sleep.items() if q != e.agent and not dependent(s, e)}
 
 
-class Offers:
-    """The agents an options object offers (None: an action point), kept by its identity:
-    the executor offers the same object again while nothing changes who can run."""
-
-    def __init__(self) -> None:
-        self._seen: dict[int, tuple[Options, tuple[int, ...] | None]] = {}
-
-    def __call__(self, options: Options) -> tuple[int, ...] | None:
-        hit = self._seen.get(id(options))
-        if hit is not None and hit[0] is options:
-            return hit[1]
-        agents = tuple(agent_of(o) for o in options) if is_agent_point(options) else None
-        self._seen[id(options)] = (options, agents)
-        return agents
+def follow(node: Node, options: Options, agents: tuple[int, ...] | None) -> int:
+    """The recorded choice at `node`, where a run offers `options` (`agents` of them)."""
+    if node.action:
+        if len(options) != len(node.options):
+            raise Nondeterminism(f"decision {node.point} offered {len(options)} options")
+        return node.chosen
+    if agents is None or agents != node.options:
+        raise Nondeterminism(
+            f"decision {node.point} offered agents {agents}, an earlier run with the same "
+            f"choices {node.options}: the executor is not deterministic"
+        )
+    return agents.index(node.chosen)
 
 
 class DporRun(Scheduler):
@@ -298,7 +289,7 @@ class DporRun(Scheduler):
         self.catch_up(info.run, info.reads, info.t)
         node = self._by_point.get(point)
         if node is not None:
-            return self._follow(node, options)
+            return follow(node, options, self._agents_of(options))
         if self.blocked_at is not None:
             return 0
         agents = self._agents_of(options)
@@ -367,19 +358,6 @@ class DporRun(Scheduler):
         self.preempt += cost(node, a, self.vcpus)
         self.prev = a
         return agents.index(a)
-
-    def _follow(self, node: Node, options: Options) -> int:
-        if node.action:
-            if len(options) != len(node.options):
-                raise Nondeterminism(f"decision {node.point} offered {len(options)} options")
-            return node.chosen
-        agents = self._agents_of(options)
-        if agents is None or agents != node.options:
-            raise Nondeterminism(
-                f"decision {node.point} offered agents {agents}, an earlier run with the same "
-                f"choices {node.options}: the executor is not deterministic"
-            )
-        return agents.index(node.chosen)
 
     def _action(self, point: int, options: Options, info: PointInfo) -> int:
         """An action point (migration, speculative TSC): every option is explored within the

@@ -22,8 +22,8 @@ from emu.engine.choice import Options, is_agent_point
 from emu.engine.run import Run
 from emu.engine.scheduler import NEVER, PointInfo, Scheduler
 from emu.search.dependence import HOST, Event
-from emu.search.dpor_sched import STUCK, agent_of, first_retries
-from emu.search.dpor_trace import host_event, read_events
+from emu.search.dpor_sched import STUCK, first_retries
+from emu.search.dpor_trace import agent_of, host_event, read_events
 from emu.search.strategy import Result
 
 #: Per split point, the events of the options taken before the subtree's own there.

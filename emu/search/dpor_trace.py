@@ -1,5 +1,6 @@
 """One run as a trace for dynamic partial-order reduction: its events, happens-before,
-reversible races, the initials of a reversal, and a canonical form of its class.
+reversible races, the initials of a reversal, and a canonical form of its class; and the
+agent (task number, or HOST) each option of a decision point runs.
 
 The executor gives every visible operation and host step its own logical time t = 0, 1,
 ..., so a run's events are a list indexed by t. Happens-before is the transitive closure of
@@ -14,8 +15,32 @@ from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
 
+from emu.engine.choice import Options, RunHost, RunTask, is_agent_point
 from emu.engine.run import HostEvent, Op, Read, Run
 from emu.search.dependence import HOST, Event, dependent
+
+
+def agent_of(choice: object) -> int:
+    if isinstance(choice, RunTask):
+        return choice.task
+    assert isinstance(choice, RunHost)
+    return HOST
+
+
+class Offers:
+    """The agents an options object offers (None: an action point), kept by its identity:
+    the executor offers the same object again while nothing changes who can run."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[Options, tuple[int, ...] | None]] = {}
+
+    def __call__(self, options: Options) -> tuple[int, ...] | None:
+        hit = self._seen.get(id(options))
+        if hit is not None and hit[0] is options:
+            return hit[1]
+        agents = tuple(agent_of(o) for o in options) if is_agent_point(options) else None
+        self._seen[id(options)] = (options, agents)
+        return agents
 
 
 def task_event(
