@@ -7,8 +7,8 @@ that nothing dependent has happened to since) and the preemption count when a bo
 asked. A task that starts a retry is stuck from there (retry-assume, emu/search/dpor_spin.py):
 its operations become `STUCK` events that depend on nothing, and it is not chosen while
 another agent can run. When every agent it could choose is asleep, stuck or over the
-bound, the run is *blocked*: it is redundant from there, finishes with default choices,
-and its rest is not analysed.
+bound, the run is *blocked*: it is redundant from there, finishes with default choices
+(which the executor's native lane runs without asking), and its rest is not analysed.
 """
 
 from __future__ import annotations
@@ -143,6 +143,8 @@ class DporRun(Scheduler):
 
     wants_info = True
     takes_snapshots = True
+    #: Once blocked, a run only finishes with default choices: the lane runs the rest.
+    quiet_with_info = True
 
     def __init__(
         self,
@@ -278,6 +280,10 @@ class DporRun(Scheduler):
             self.catch_up(run, (), run.steps)
 
     # --- decisions -------------------------------------------------------------------
+
+    def quiet_until(self, point: int, options: Options) -> int:
+        """Quiet once blocked (nothing after the block is analysed), else never."""
+        return NEVER if self.blocked_at is not None else point
 
     def choose(self, point: int, options: Options, info: PointInfo | None) -> int:
         assert info is not None and info.run is not None
