@@ -65,8 +65,9 @@ class PointInfo(NamedTuple):
 class Scheduler:
     """Makes the choices of one run (a fresh scheduler per run)."""
 
-    #: Does `choose` want a `PointInfo` (then it gets one at every point, and the executor
-    #: runs every visible operation in Python)? Otherwise `info` is None.
+    #: Does `choose` want a `PointInfo` (then it gets one at every point it is asked at,
+    #: and the executor runs every visible operation in Python unless `quiet_with_info`)?
+    #: Otherwise `info` is None.
     wants_info: ClassVar[bool] = False
     #: Does it take snapshots (`PointInfo.snapshot`) and start runs from them
     #: (`start_from`)? Only then does the executor offer them.
