@@ -134,13 +134,13 @@ class Guided(Scheduler):
     wants_info = True
     takes_snapshots = True
 
-    def __init__(self, frames: list[Frame], todo: Todo, bound: int | None = None) -> None:
+    def __init__(self, frames: list[Frame], todo: Todo, bound: int) -> None:
         self.frames = frames
         self.todo = todo
         #: Frames the run follows; past them it adds its own.
         self.known = len(frames)
         #: The preemption bound: past it, a point whose options hold the agent that ran
-        #: last leaves nothing to explore (None: not told, never quiet past the frames).
+        #: last leaves nothing to explore.
         self.bound = bound
         #: The options `quiet_until` was last told (what the points it passed offered).
         self.told: Options = ()
@@ -159,17 +159,12 @@ class Guided(Scheduler):
             while i < self.known - 1 and not frames[i].chosen and frames[i].options == options:
                 i += 1
             return i
-        last = frames[-1] if frames else None
-        if self.bound is None or last is None:
-            return point
-        before = last.before
-        if before.preemptions + before.cost(last.options, last.chosen) < self.bound:
-            return point  # any alternative here is within the bound
         walk = self._walk()
+        # Here and at the points after it (the default leaves the walk as it is then).
         for w in (walk, walk.after(options, 0)):
             left = self.bound - w.preemptions
             if any(w.cost(options, k) <= left for k in range(1, len(options))):
-                return point  # a free switch (the agent that ran last is not offered)
+                return point
         return NEVER
 
     def _walk(self) -> Walk:
