@@ -73,6 +73,16 @@ def test_walk_prunes_switching_back_to_a_task_that_ran_since_the_last_host_step(
     assert not w3.pruned((T1, T0, HOST), 1)
 
 
+def test_walk_goes_on_unchanged_only_while_the_options_stay():
+    opts = (T0, T1, HOST)
+    w = Walk().after((T0, HOST), 0).after((T0, HOST), 0)  # t0 runs on, t1 parked
+    assert w.after((T0, HOST), 0) is w
+    # t1 is unparked by a host step the search did not see: the gap starts again.
+    w2 = w.after(opts, 0)
+    assert w2.prev == opts and w2.ran == {T0}
+    assert not Walk(T0, 0, frozenset({T0, T1}), (T0, HOST)).after(opts, 0).pruned((T0, T1, HOST), 1)
+
+
 def test_walk_ends_the_gap_at_an_action():
     opts = (T0, T1, HOST)
     w = Walk().after(opts, 0).after(opts, 1)

@@ -94,6 +94,15 @@ class Walk:
         return choice in ran
 
     def after(self, options: Options, k: int) -> Walk:
+        if (
+            not k
+            and options[0] == self.last
+            and options[0] in self.ran
+            and (options is self.prev or options == self.prev)
+        ):
+            # The running task goes on at the same options: nothing changes (the common
+            # case, at almost every point of a run).
+            return self
         cost = self.cost(options, k)
         if not is_agent_point(options):
             # An action (migration, speculation) ends the gap; "nothing" changes nothing.
@@ -253,10 +262,11 @@ class ExhaustiveStrategy(Strategy):
         return cls(settings.preemptions)
 
     def _alternatives(self, options: Options, before: Walk, info: PointInfo) -> list[int]:
+        # Every alternative costs the same (`Walk.cost`): past the bound, none is left.
+        if before.preemptions + before.cost(options, 1) > self.bound:
+            return []
         out = []
         for k in range(1, len(options)):
-            if before.preemptions + before.cost(options, k) > self.bound:
-                continue
             if self.reduce and before.pruned(options, k):
                 self.pruned += 1
                 continue
