@@ -509,6 +509,26 @@ def test_exhaustive_resumed_in_slices_makes_the_same_runs(monkeypatch):
     assert search(3) == whole
 
 
+def test_portfolio_splits_its_first_rounds_about_evenly_in_time():
+    """On a scenario without a bug: one walk, then rounds of the bounded search's runs
+    (s) and walks (w) as `ROUNDS` and `LATER` give them; the third round gives the
+    bounded search two runs (its first that start from a snapshot, about half a walk
+    each)."""
+    from emu.search.portfolio import PortfolioStrategy
+    from emu.search.random import RandomWalk
+    from emu.search.strategy import Result
+
+    c = Fuzzer(Scenario(image="modern", host="kvm", host_params={"updates": 1}, reads=1))
+    kinds: list[str] = []
+
+    def run_one(sched):
+        kinds.append("w" if isinstance(sched, RandomWalk) else "s")
+        return Result(False, c.run(sched)[0].points)
+
+    PortfolioStrategy(seed=0).explore(run_one, 16)
+    assert "".join(kinds) == "w" + "sw" + "sw" + "ssw" + "sw" + "sww" + "sww"
+
+
 def test_portfolio_interleaves_walks_and_the_bounded_search():
     """A bug the bounded search finds in a few runs and random walks rarely find (the
     unfenced rdtsc): the portfolio gets there with both phases having run, and within

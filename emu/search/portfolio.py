@@ -6,20 +6,23 @@ Phases, each stopping at the first violation:
    saved), Hypothesis runs first, one run more than the database has files (at most
    `REPLAY_RUNS` + 1): it replays them before anything else;
 2. one random walk (many catalog bugs show in the first walk);
-3. rounds, each one run of a bounded `exhaustive` search (preemption bound 2, resumed
-   round after round until it has covered its bound) then random walks (the walks
-   `random` makes with the same seed, continued): one walk in each of the first `EARLY`
-   rounds (a bounded search finds most of what it finds in its first few runs), two
-   after; and from round `PCT_FROM` on, one PCT run (depth 3) every `PCT_EVERY` rounds.
-   A systematic run starts from a snapshot at the decision it changes, a walk runs
-   natively between its preemptions (not with task migration, speculation or a compiled
-   writer): a systematic run costs 0.3-1.7 walks (median 0.8 over the catalog's bug
-   scenarios, in a portfolio's first 80 runs), so the walks get a little more than half
-   the time in the first rounds (where the bounded search finds its bugs) and about two
-   thirds after, and the portfolio reaches a bug in about twice the time of the faster
-   of the two, less the first run (the engine's warm-up, which any strategy pays), less
-   again where the two are fast on different seeds. When the bounded search has covered
-   its bound, its share goes to the walks.
+3. rounds of a bounded `exhaustive` search (preemption bound 2, resumed round after
+   round until it has covered its bound) and random walks (the walks `random` makes with
+   the same seed, continued): `ROUNDS` gives the first rounds' runs of each, then every
+   round is `LATER`; and from round `PCT_FROM` on, one PCT run (depth 3) every
+   `PCT_EVERY` rounds.
+   The split is about even in time in the first rounds (where a bounded search finds
+   most of what it finds at all), and about a quarter for the bounded search after them.
+   Its first run has every point in Python (about two walks) and its second takes the
+   snapshot the later ones start from; from its third on, a run starts at the decision it
+   changes and costs about half a walk, so the third round gives it two. A walk runs
+   natively between its preemptions. The portfolio so reaches a bug in about twice the
+   time of the faster of the two, less the first run (the engine's warm-up, which any
+   strategy pays), less again where the two are fast on different seeds. Which one is
+   faster depends on the bug, and any other split makes one kind of bug slower by what
+   it gives the other: in the benchmark, `bug-no-odd-check` (found in the bounded
+   search's fifth run) against `hyperv-no-invalidate` (the median seed's fourth walk).
+   When the bounded search has covered its bound, its share goes to the walks.
 
 `exhaustive` rather than `dpor` at bound 2: `exhaustive` finds most catalog bugs in
 fewer runs than `dpor` (most of whose runs end with a task stuck at a retry), and each run
@@ -43,11 +46,11 @@ from emu.search.strategy import Result, RunOne, Settings, Strategy
 REPLAY_RUNS = 32
 #: The systematic part's preemption bound (every catalog bug is within it).
 BOUND = 2
-#: Random walks per systematic run in a round.
-WALKS_PER_RUN = 2
-#: Rounds with one walk (not WALKS_PER_RUN): the bounded search's first runs find most
-#: of the bugs it finds at all.
-EARLY = 4
+#: (runs of the bounded search, random walks) in each of the first rounds: about equal
+#: time (its third run is the first that starts from a snapshot).
+ROUNDS = ((1, 1), (1, 1), (2, 1), (1, 1))
+#: The same in every round after them.
+LATER = (1, 2)
 #: One PCT run every PCT_EVERY rounds from round PCT_FROM on.
 PCT_FROM = 32
 PCT_EVERY = 4
@@ -93,10 +96,11 @@ class PortfolioStrategy(Strategy):
         systematic = ExhaustiveStrategy(BOUND)
         r, walk = 0, 1
         while not self.hit and self.runs < budget:
+            runs, walks = ROUNDS[r] if r < len(ROUNDS) else LATER
             if not systematic.complete:
-                self._systematic(systematic, run_one, min(1, budget - self.runs))
+                self._systematic(systematic, run_one, min(runs, budget - self.runs))
             # When the bounded search is done, the walks take its share.
-            n = 1 if r < EARLY else WALKS_PER_RUN + int(systematic.complete)
+            n = walks + int(systematic.complete)
             if not self.hit:
                 n = min(n, budget - self.runs)
                 self._phase("random", _Walks(self.seed, walk), run_one, n)
