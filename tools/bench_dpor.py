@@ -137,11 +137,12 @@ def bugs(
         for name in names:
             firsts = [t for seed in range(seeds) if (t := best[name, seed]) is not None]
             ok = len(firsts) * 2 > seeds
-            row["strategies"][name] = round(statistics.median(firsts), 4) if ok else None
+            row["strategies"][name] = round(statistics.median(firsts), 6) if ok else None
         singles = [v for k, v in row["strategies"].items() if k != "portfolio" and v is not None]
         least = min(singles) if singles else None
         mine = row["strategies"]["portfolio"]
         row["best_single_s"] = least
+        row["ratio"] = round(mine / least, 3) if mine is not None and least else None
         row["portfolio_within_2x"] = mine is not None and least is not None and mine <= 2 * least
         out.append(row)
     return out
@@ -164,13 +165,15 @@ def render(r: dict[str, Any]) -> str:
         )
     lines.append("bugs (median s to the first violation):")
     names = list(r["bugs"][0]["strategies"]) if r["bugs"] else []
-    lines.append("  " + f"{'bug':<50}" + "".join(f"{n:>12}" for n in names) + "  within 2x")
+    lines.append("  " + f"{'bug':<50}" + "".join(f"{n:>12}" for n in names) + "  portfolio/best")
     for b in r["bugs"]:
         cells = "".join(
-            f"{'-' if v is None else format(v * 1000, '.0f') + 'ms':>12}"
+            f"{'-' if v is None else format(v * 1000, '.1f') + 'ms':>12}"
             for v in b["strategies"].values()
         )
-        lines.append(f"  {b['bug']:<50}{cells}  {'yes' if b['portfolio_within_2x'] else 'NO'}")
+        ratio = "-" if b["ratio"] is None else f"{b['ratio']:.2f}"
+        within = "within 2x" if b["portfolio_within_2x"] else "NOT within 2x"
+        lines.append(f"  {b['bug']:<50}{cells}  {ratio} {within}")
     return "\n".join(lines) + "\n"
 
 
