@@ -511,9 +511,8 @@ def test_exhaustive_resumed_in_slices_makes_the_same_runs(monkeypatch):
 
 def test_portfolio_splits_its_first_rounds_about_evenly_in_time():
     """On a scenario without a bug: one walk, then rounds of the bounded search's runs
-    (s) and walks (w) as `ROUNDS` and `LATER` give them; the third round gives the
-    bounded search two runs (its first that start from a snapshot, about half a walk
-    each)."""
+    (s) and walks (w) as `ROUNDS` and `LATER` give them; the fourth round gives the
+    bounded search two runs (that start from a snapshot, about half a walk each)."""
     from emu.search.portfolio import PortfolioStrategy
     from emu.search.random import RandomWalk
     from emu.search.strategy import Result
@@ -526,7 +525,7 @@ def test_portfolio_splits_its_first_rounds_about_evenly_in_time():
         return Result(False, c.run(sched)[0].points)
 
     PortfolioStrategy(seed=0).explore(run_one, 16)
-    assert "".join(kinds) == "w" + "sw" + "sw" + "ssw" + "sw" + "sww" + "sww"
+    assert "".join(kinds) == "w" + "sw" + "sw" + "sw" + "ssw" + "sww" + "sww"
 
 
 def test_portfolio_interleaves_walks_and_the_bounded_search():
