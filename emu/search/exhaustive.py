@@ -85,6 +85,11 @@ class Walk:
             return 1
         return 1 if self.last is not None and self.last in options else 0
 
+    def branches(self, options: Options, bound: int) -> bool:
+        """May a point with `options` take an alternative within `bound` preemptions? (Every
+        alternative costs the same, so the first says it for all.)"""
+        return len(options) > 1 and self.preemptions + self.cost(options, 1) <= bound
+
     def pruned(self, options: Options, k: int) -> bool:
         """Does the reduction skip option `k` (a switch to a task that already ran here)?"""
         choice = options[k]
@@ -168,12 +173,10 @@ class Guided(Scheduler):
             while i < self.known - 1 and not frames[i].chosen and frames[i].options == options:
                 i += 1
             return i
-        walk = self._walk()
+        walk, bound = self._walk(), self.bound
         # Here and at the points after it (the default leaves the walk as it is then).
-        for w in (walk, walk.after(options, 0)):
-            left = self.bound - w.preemptions
-            if any(w.cost(options, k) <= left for k in range(1, len(options))):
-                return point
+        if walk.branches(options, bound) or walk.after(options, 0).branches(options, bound):
+            return point
         return NEVER
 
     def _walk(self) -> Walk:
@@ -262,8 +265,7 @@ class ExhaustiveStrategy(Strategy):
         return cls(settings.preemptions)
 
     def _alternatives(self, options: Options, before: Walk, info: PointInfo) -> list[int]:
-        # Every alternative costs the same (`Walk.cost`): past the bound, none is left.
-        if before.preemptions + before.cost(options, 1) > self.bound:
+        if not before.branches(options, self.bound):
             return []
         out = []
         for k in range(1, len(options)):
